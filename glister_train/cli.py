@@ -1,0 +1,114 @@
+"""Command line: ``python -m glister_train [train] [options]`` (training is the default command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import config as C
+from .errors import TrainingDiverged, UsageError
+
+# flag -> (config key, type, help); the flags users reach for most, everything else via --set
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "--fraction": ("selection.fraction", float, "share of the training set per epoch, in (0, 1]"),
+    "--selector": ("selection.selector", str, f"one of {', '.join(C.SELECTORS)}"),
+    "--select-every": ("selection.select_every", int, "epochs between selections (R)"),
+    "--kappa": ("selection.kappa", float, "share of the epochs trained on full data before selection, in [0, 1)"),
+    "--epochs": ("train.epochs", int, "number of epochs"),
+    "--batch-size": ("train.batch_size", int, "training batch size"),
+    "--lr": ("train.lr", float, "initial learning rate (cosine schedule)"),
+    "--seed": ("run.seed", int, "seed for initialization, selection, shuffling and augmentation"),
+    "--width": ("model.width", int, "ResNet-18 width multiplier (64 = standard)"),
+    "--data-dir": ("data.data_dir", str, "dataset folder"),
+    "--dataset": ("data.dataset", str, f"one of {', '.join(C.DATASETS)}"),
+    "--device": ("runtime.device", str, f"one of {', '.join(C.DEVICES)}"),
+    "--precision": ("runtime.precision", str, f"one of {', '.join(C.PRECISIONS)}"),
+    "--out": ("run.out", str, "run folder (default: runs/<time>-<selector>-f<fraction>-s<seed>)"),
+}
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="glister-train",
+        description="Train on adaptively selected subsets of the data. Config resolution, later wins: "
+                    "configs/base.yaml, --preset, --config, the flags below, --set.",
+        epilog=f"presets: {', '.join(C.preset_names())}. Other commands: none yet.",
+    )
+    p.add_argument("--preset", default="", help="a file in configs/ by name, e.g. smoke or cpu-proxy")
+    p.add_argument("--config", metavar="FILE", help="a YAML file of overrides (same shape as configs/base.yaml)")
+    for flag, (key, kind, text) in FLAGS.items():
+        p.add_argument(flag, type=str, metavar=kind.__name__.upper(), help=f"{text} [{key}]")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key, e.g. --set train.weight_decay=1e-4 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def resolve_config(args: argparse.Namespace, base: C.Config | None = None) -> C.Config:
+    cfg = base if base is not None else C.load_preset(args.preset)
+    if base is not None and args.preset:
+        cfg = C.merge(cfg, C.read_yaml(C.configs_dir() / f"{args.preset}.yaml"), args.preset)
+    if args.config:
+        cfg = C.merge(cfg, C.read_yaml(args.config), args.config)
+    for flag, (key, _, _) in FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            section, name = key.split(".")
+            cfg = C.merge(cfg, {section: {name: value}}, flag)
+    for assignment in args.set:
+        cfg = C.merge(cfg, C.parse_assignment(assignment), "--set")
+    return C.validate(cfg)
+
+
+def train_main(argv: Sequence[str]) -> int:
+    from .run import default_run_dir, train_run
+
+    args = train_parser().parse_args(argv)
+    base = None
+    if args.resume:
+        if not args.out:
+            raise UsageError("--resume needs --out RUN_DIR: the run folder to continue")
+        saved = Path(args.out) / "config.yaml"
+        if not saved.is_file():
+            raise UsageError(f"--resume: {str(saved)!r} does not exist, so {args.out!r} is not a run folder to resume")
+        base = C.load_file(saved)
+    cfg = resolve_config(args, base)
+    if args.print_config:
+        print(C.to_yaml(cfg), end="")
+        return 0
+    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
+    print(f"run folder: {run_dir}", flush=True)
+    summary = train_run(cfg, run_dir, resume=args.resume, log=lambda line: print(line, flush=True))
+    print(f"done: final test_acc={_fmt(summary.get('final_test_acc'))} best test_acc={_fmt(summary.get('best_test_acc'))} "
+          f"time={summary['total_time']:.1f}s (selection {summary['select_time']:.1f}s)")
+    print(f"model: {summary['model']}")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+COMMANDS = {"train": train_main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = COMMANDS["train"]
+    if argv and argv[0] in COMMANDS:
+        command = COMMANDS[argv.pop(0)]
+    try:
+        return command(argv)
+    except UsageError as exc:
+        print(f"glister-train: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"glister-train: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("glister-train: interrupted; resume with --resume --out RUN_DIR", file=sys.stderr)
+        return 130

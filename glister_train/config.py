@@ -1,0 +1,293 @@
+"""The run configuration: frozen dataclasses, YAML presets and overrides.
+
+Resolution order, later wins: ``configs/base.yaml`` -> ``--preset NAME`` ->
+``--config FILE`` -> CLI flags -> ``--set section.key=value``. Every key is
+checked: an unknown key or a bad value raises :class:`ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+SELECTORS = ("full", "random", "adaptive-random")
+DATASETS = ("cifar10", "npz", "folder")
+MODELS = ("resnet18", "tiny")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+TRACKERS = ("auto", "local", "none")
+
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "cifar10"  # cifar10 | npz | folder
+    data_dir: str = "data"
+    download: bool = True  # cifar10 only: fetch the official archive when it is missing
+    num_classes: int = 0  # 0 = from the dataset (cifar10: 10; folder: class folders; npz: classes.txt or max label + 1)
+    val_fraction: float = 0.1  # held out of train for validation (and GLISTER); never the test set
+    split_seed: int = 0  # fixed across run seeds so every run is judged on the same validation set
+    train_limit: int = 0  # 0 = all; else a seeded class-balanced subsample of the training pool
+    test_limit: int = 0  # 0 = all
+    augment: bool = True  # pad-4 random crop + horizontal flip, batched on tensors
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "resnet18"  # resnet18 | tiny
+    width: int = 64  # channels of the first stage; 64 is the standard ResNet-18
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    selector: str = "glister"  # full | random | adaptive-random | glister
+    fraction: float = 0.1
+    select_every: int = 20  # epochs between selections (R)
+    kappa: float = 0.0  # fraction of the epochs trained on the full data before selection starts
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 20
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    eval_every: int = 1  # evaluate on validation and test every N epochs (and always at the end)
+    eval_batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto = bf16 where the hardware runs it fast
+    channels_last: bool = True
+    threads: int = 0  # 0 = one per available core
+    compile: bool = False  # torch.compile the model (pays off on GPUs, not on this CPU: see README)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = ""  # run folder; empty = runs/<time>-<selector>-f<fraction>-s<seed>
+    seed: int = 0
+    tracker: str = "auto"  # auto | local | none: the run folder is always written
+    progress: str = "auto"  # auto (bar on a terminal) | bar | none
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _section_types() -> dict[str, type]:
+    defaults = Config()
+    return {f.name: type(getattr(defaults, f.name)) for f in fields(Config)}
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Convert a YAML or command-line value to the field's type, or say why it cannot be."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if kind is str:
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(kind)
+
+
+def _unknown(key: str, choices: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.split(".")[-1], [c.split(".")[-1] for c in choices], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; valid keys: {', '.join(choices)}")
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, kind in _section_types().items() for f in fields(kind)]
+
+
+def merge(cfg: Config, overrides: Mapping[str, Any], source: str = "override") -> Config:
+    """Apply a nested ``{section: {key: value}}`` mapping to ``cfg``; unknown keys are errors."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(overrides).__name__}")
+    sections = _section_types()
+    updated = {}
+    for section, values in overrides.items():
+        if section not in sections:
+            raise _unknown(str(section), list(sections))
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping, got {values!r}")
+        kinds = {f.name: f.type for f in fields(sections[section])}
+        current = getattr(cfg, section)
+        changes = {}
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if key not in kinds:
+                raise _unknown(name, [f"{section}.{k}" for k in kinds])
+            changes[key] = _coerce(name, value, _python_type(kinds[key]))
+        updated[section] = replace(current, **changes)
+    return replace(cfg, **updated)
+
+
+def _python_type(annotation: Any) -> type:
+    # `from __future__ import annotations` turns field types into strings
+    return {"bool": bool, "int": int, "float": float, "str": str}.get(annotation, annotation)
+
+
+def parse_assignment(text: str) -> dict[str, dict[str, Any]]:
+    """``train.lr=0.1`` -> ``{"train": {"lr": "0.1"}}`` (typed later by :func:`merge`)."""
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.lr=0.05")
+    section, _, name = key.strip().partition(".")
+    return {section: {name: yaml.safe_load(value) if value.strip() else ""}}
+
+
+# ---------------------------------------------------------------- files
+
+
+def configs_dir() -> Path:
+    """The presets folder: ``configs/`` in a checkout, packaged as ``glister_train.configs`` when installed."""
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    if (checkout / "base.yaml").is_file():
+        return checkout
+    return Path(str(resources.files("glister_train.configs")))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.yaml") if p.stem != "base" and not p.stem.startswith("sweep"))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return data
+
+
+def load_preset(name: str) -> Config:
+    """base.yaml with the named preset on top (``base`` alone for name ``base`` or empty)."""
+    cfg = merge(Config(), read_yaml(configs_dir() / "base.yaml"), "base.yaml")
+    if name and name != "base":
+        path = configs_dir() / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+        cfg = merge(cfg, read_yaml(path), path.name)
+    return cfg
+
+
+def load_file(path: str | Path) -> Config:
+    """A config file written by a run (``config.yaml``) or by hand, on top of the defaults."""
+    return validate(merge(Config(), read_yaml(path), str(path)))
+
+
+# ---------------------------------------------------------------- checks
+
+
+def validate(cfg: Config) -> Config:
+    """Reject values that cannot produce a meaningful run; return ``cfg`` unchanged otherwise."""
+    s, t, d, m, r, rt = cfg.selection, cfg.train, cfg.data, cfg.model, cfg.run, cfg.runtime
+
+    def choice(key: str, value: str, options: tuple[str, ...]) -> None:
+        if value not in options:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(options)}")
+
+    def check(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {value!r} is invalid; it must be {rule}")
+
+    choice("selection.selector", s.selector, SELECTORS)
+    check(0 < s.fraction <= 1 and math.isfinite(s.fraction), "selection.fraction", s.fraction, "in (0, 1], e.g. 0.3 for 30%")
+    check(s.select_every >= 1, "selection.select_every", s.select_every, "an integer >= 1 (epochs between selections)")
+    check(0 <= s.kappa < 1, "selection.kappa", s.kappa, "in [0, 1) (the share of epochs trained on full data first)")
+    check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
+    check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
+    check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
+    check(t.lr > 0 and math.isfinite(t.lr), "train.lr", t.lr, "a positive number")
+    check(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
+    check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
+    check(t.eval_every >= 1, "train.eval_every", t.eval_every, "an integer >= 1")
+    choice("data.dataset", d.dataset, DATASETS)
+    check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1), e.g. 0.1")
+    check(d.train_limit >= 0, "data.train_limit", d.train_limit, ">= 0 (0 = the whole training pool)")
+    check(d.num_classes >= 0, "data.num_classes", d.num_classes, ">= 0 (0 = from the dataset)")
+    check(d.test_limit >= 0, "data.test_limit", d.test_limit, ">= 0 (0 = the whole test set)")
+    choice("model.name", m.name, MODELS)
+    check(m.width >= 1, "model.width", m.width, "an integer >= 1 (64 = standard ResNet-18)")
+    choice("runtime.device", rt.device, DEVICES)
+    choice("runtime.precision", rt.precision, PRECISIONS)
+    check(rt.threads >= 0, "runtime.threads", rt.threads, ">= 0 (0 = one per core)")
+    choice("run.tracker", r.tracker, TRACKERS)
+    choice("run.progress", r.progress, ("auto", "bar", "none"))
+    return cfg
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """``{"selection.fraction": 0.3, ...}``: the form trackers log as parameters."""
+    return {f"{section}.{k}": v for section, values in to_dict(cfg).items() for k, v in values.items()}
+
+
+def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
+    fa, fb = flatten(a), flatten(b)
+    return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k]}
+

@@ -1,0 +1,237 @@
+"""Datasets as in-memory uint8 tensors addressed by index.
+
+Three formats reach the same :class:`Splits`:
+- ``cifar10``: ``torchvision.datasets.CIFAR10(root, download=...)``, the official python batches;
+- ``npz``: ``DIR/train.npz`` (and optionally ``DIR/test.npz``) with ``x`` uint8 (N, H, W, C) and ``y`` int;
+- ``folder``: ``DIR/train/<class>/*.png|jpg`` (and optionally ``DIR/test/<class>/*``).
+
+The validation split is a seeded, class-stratified share of the training set (never the test set).
+A batch is an index tensor; augmentation (pad-4 random crop, horizontal flip) and normalization run
+batched on tensors on the training device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .config import DataConfig
+from .errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class ImageData:
+    x: torch.Tensor  # uint8 (N, C, H, W)
+    y: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx: torch.Tensor) -> ImageData:
+        return ImageData(self.x[idx], self.y[idx])
+
+    def to(self, device: torch.device | str) -> ImageData:
+        return ImageData(self.x.to(device), self.y.to(device))
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: ImageData
+    val: ImageData
+    test: ImageData | None
+    num_classes: int
+    mean: torch.Tensor  # per channel, pixels / 255, of the training split
+    std: torch.Tensor
+
+    def describe(self) -> str:
+        test = len(self.test) if self.test is not None else 0
+        return f"train={len(self.train)} val={len(self.val)} test={test} classes={self.num_classes}"
+
+
+# ---------------------------------------------------------------- batches
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 standardized with the dataset's mean and std."""
+    mean = mean.to(x.device).view(1, -1, 1, 1)
+    std = std.to(x.device).view(1, -1, 1, 1)
+    return (x.float().div_(255) - mean).div_(std)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` and random horizontal flip, for a whole uint8 batch."""
+    b, _, h, w = x.shape
+    # draw on the generator's device (CPU) so runs are reproducible whatever device holds the data
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Read the dataset named by ``cfg``, check it, subsample and split it."""
+    root = Path(cfg.data_dir).expanduser()
+    reader = {"cifar10": _read_cifar10, "npz": _read_npz, "folder": _read_folder}[cfg.dataset]
+    train, test, inferred_classes = reader(root, cfg)
+    num_classes = cfg.num_classes or inferred_classes
+    for name, part in (("train", train), ("test", test)):
+        if part is not None:
+            _check_labels(name, part.y, num_classes, root)
+
+    split_gen = torch.Generator().manual_seed(cfg.split_seed)
+    if cfg.train_limit and cfg.train_limit < len(train):
+        train = train.subset(stratified_sample(train.y, cfg.train_limit, split_gen))
+    if test is not None and cfg.test_limit and cfg.test_limit < len(test):
+        test = test.subset(stratified_sample(test.y, cfg.test_limit, split_gen))
+    n_val = max(1, round(cfg.val_fraction * len(train)))
+    if n_val >= len(train):
+        raise DataError(f"{root}: {len(train)} training images are too few to hold out val_fraction={cfg.val_fraction}")
+    val_idx = stratified_sample(train.y, n_val, split_gen)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[val_idx] = False
+    val, train = train.subset(val_idx), train.subset(keep.nonzero().squeeze(1))
+    mean, std = channel_stats(train.x)
+    return Splits(train, val, test, num_classes, mean, std)
+
+
+def stratified_sample(y: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """``k`` indices drawn at random, each class getting its share (largest remainder, exact total)."""
+    counts = torch.bincount(y)
+    share = counts.double() * k / len(y)
+    quota = share.floor().long()
+    remainder = k - int(quota.sum())
+    if remainder:
+        quota[torch.argsort(share - quota, descending=True, stable=True)[:remainder]] += 1
+    perm = torch.randperm(len(y), generator=generator)
+    by_class = perm[torch.argsort(y[perm], stable=True)]  # random order within each class
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(y)) - starts[y[by_class]]
+    return torch.sort(by_class[rank < quota[y[by_class]]]).values
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images in [0, 1] units, in chunks to bound memory."""
+    c = x.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].double().div_(255).transpose(0, 1).reshape(c, -1)
+        total += part.sum(1)
+        squares += part.square().sum(1)
+    n = x.numel() / c
+    mean = total / n
+    std = (squares / n - mean.square()).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+def _check_labels(name: str, y: torch.Tensor, num_classes: int, root: Path) -> None:
+    if len(y) == 0:
+        raise DataError(f"{root}: the {name} split has no examples")
+    bad = (y < 0) | (y >= num_classes)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise DataError(
+            f"{root}: {name} label {int(y[i])} at index {i} is outside [0, {num_classes}) "
+            f"({int(bad.sum())} such labels); fix the labels or set data.num_classes"
+        )
+
+
+def _from_nhwc(x: np.ndarray, y: np.ndarray, where: str) -> ImageData:
+    x = np.asarray(x)
+    if x.ndim == 3:  # grayscale (N, H, W)
+        x = x[..., None]
+    if x.ndim != 4 or x.dtype != np.uint8:
+        raise DataError(f"{where}: expected x as uint8 (N, H, W, C), got {x.dtype} {x.shape}")
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: expected y as integers (N,) matching x, got {y.dtype} {y.shape}")
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return ImageData(xt, torch.from_numpy(y.astype(np.int64)))
+
+
+def _read_cifar10(root: Path, cfg: DataConfig) -> tuple[ImageData, ImageData, int]:
+    from torchvision.datasets import CIFAR10
+
+    parts = []
+    for train in (True, False):
+        try:
+            ds = CIFAR10(str(root), train=train, download=cfg.download)
+        except Exception as exc:  # offline download (URLError), missing or corrupt files (RuntimeError)
+            raise DataError(
+                f"CIFAR-10 is not in {str(root)!r} and could not be fetched ({type(exc).__name__}: {exc}). "
+                "Online: keep data.download=true and it downloads there. Offline: write the official batches with "
+                f"`python ../shared/data/cifar10/make_batches_py.py ../shared/data/cifar10 {root}` "
+                "(creates cifar-10-batches-py/), or use --dataset npz --data-dir DIR with DIR/train.npz"
+            ) from None
+        parts.append(_from_nhwc(ds.data, np.asarray(ds.targets), f"{root} (cifar10)"))
+    return parts[0], parts[1], 10
+
+
+def _read_npz(root: Path, cfg: DataConfig) -> tuple[ImageData, ImageData | None, int]:
+    train_file = root if root.suffix == ".npz" else root / "train.npz"
+    if not train_file.is_file():
+        raise DataError(
+            f"no {train_file.name} in {str(root)!r}: the npz format needs DIR/train.npz (and optionally DIR/test.npz) "
+            "with x uint8 (N, H, W, C) and y int; pass the folder with --data-dir"
+        )
+    train = _read_npz_file(train_file)
+    test_file = train_file.with_name("test.npz")
+    test = _read_npz_file(test_file) if train_file.name == "train.npz" and test_file.is_file() else None
+    classes_file = train_file.with_name("classes.txt")
+    if classes_file.is_file():
+        inferred = len([line for line in classes_file.read_text().splitlines() if line.strip()])
+    else:
+        inferred = int(max(train.y.max(), test.y.max() if test is not None else 0)) + 1
+    return train, test, inferred
+
+
+def _read_npz_file(path: Path) -> ImageData:
+    with np.load(path) as blob:
+        if "x" not in blob or "y" not in blob:
+            raise DataError(f"{path}: expected arrays 'x' and 'y', found {', '.join(blob.files)}")
+        return _from_nhwc(blob["x"], blob["y"], str(path))
+
+
+def _read_folder(root: Path, cfg: DataConfig) -> tuple[ImageData, ImageData | None, int]:
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"no train/ folder in {str(root)!r}: the folder format is DIR/train/<class>/*.png")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{train_dir} has no class folders: expected {train_dir}/<class>/*.png")
+    train = _read_images(train_dir, classes)
+    test = _read_images(root / "test", classes) if (root / "test").is_dir() else None
+    return train, test, len(classes)
+
+
+def _read_images(split_dir: Path, classes: list[str]) -> ImageData:
+    from PIL import Image
+
+    xs, ys = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((split_dir / name).glob("*")) if (split_dir / name).is_dir() else []:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(path) as img:
+                    xs.append(np.asarray(img.convert("RGB")))
+                ys.append(label)
+    if not xs:
+        raise DataError(f"{split_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under its class folders")
+    shapes = {a.shape for a in xs}
+    if len(shapes) > 1:
+        raise DataError(f"{split_dir}: images differ in size ({sorted(shapes)[:3]}...); resize them to one size")
+    return _from_nhwc(np.stack(xs), np.asarray(ys), str(split_dir))

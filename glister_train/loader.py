@@ -1,0 +1,112 @@
+"""AdaptiveSubsetLoader: batches from the current subset; re-selects only when the loop asks.
+
+Schedule for ``E`` epochs, warm start ``kappa`` and period ``R`` (``select_every``):
+- epochs ``[0, W)`` with ``W = round(kappa * E)`` train on the full training set;
+- at epoch ``W`` the first subset is chosen, then a new one at ``W + R, W + 2R, ...``
+  (only for selectors that re-select; ``full`` and ``random`` keep their first subset);
+- a model that has not trained yet (epoch 0 of a fresh run, ``random_start``) has nothing to say
+  about the data, so the first subset at epoch 0 is uniformly random, as in CORDS.
+
+Iterating never advances the schedule and ``len(loader)`` is the number of batches one pass yields.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import ImageData, augment, normalize
+from .selection import RandomSelector, Selection, SubsetSelector, budget_for
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # float, normalized (and augmented), on the device
+    y: torch.Tensor
+    w: torch.Tensor  # per-example loss weights
+
+
+class AdaptiveSubsetLoader:
+    def __init__(self, train: ImageData, val: ImageData, selector: SubsetSelector, *, fraction: float,
+                 epochs: int, select_every: int, kappa: float, batch_size: int, mean: torch.Tensor,
+                 std: torch.Tensor, augment: bool = True, seed: int = 0, device: str | torch.device = "cpu",
+                 channels_last: bool = False, random_start: bool = True):
+        self.train, self.val, self.selector = train, val, selector
+        self.budget = budget_for(fraction, len(train))
+        self.warm_epochs = round(kappa * epochs)
+        self.select_every, self.batch_size = select_every, batch_size
+        self.mean, self.std, self.augment = mean, std, augment
+        self.device = torch.device(device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.random_start = random_start
+        # three streams, so that changing one (e.g. the selector's draws) leaves the others as they were
+        self.select_gen = torch.Generator().manual_seed(seed)
+        self.shuffle_gen = torch.Generator().manual_seed(seed + 1)
+        self.augment_gen = torch.Generator().manual_seed(seed + 2)
+        self.selection = Selection.uniform(torch.arange(len(train)))
+        self.selected_at: int | None = None  # epoch of the last selection
+
+    # ------------------------------------------------------------ schedule
+
+    def due(self, epoch: int) -> bool:
+        if epoch < self.warm_epochs:
+            return False
+        if self.selected_at is None:
+            return True
+        return self.selector.reselects and (epoch - self.warm_epochs) % self.select_every == 0 and epoch != self.selected_at
+
+    def reselect_if_due(self, epoch: int, model: nn.Module) -> Selection | None:
+        """Choose a new subset if the schedule says so; returns it (with ``select_time`` in its stats) or None."""
+        if not self.due(epoch):
+            return None
+        selector = self.selector
+        if epoch == 0 and self.random_start and self.selector.reselects:
+            selector = RandomSelector()
+        start = time.perf_counter()
+        selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
+        selection.stats.setdefault("select_time", time.perf_counter() - start)
+        selection.stats.setdefault("selector", selector.name)
+        self.selection, self.selected_at = selection, epoch
+        return selection
+
+    # ------------------------------------------------------------ batches
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.selection) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        sel = self.selection
+        order = torch.randperm(len(sel), generator=self.shuffle_gen)
+        for start in range(0, len(order), self.batch_size):
+            pick = order[start : start + self.batch_size]
+            idx = sel.indices[pick].to(self.train.x.device)
+            x = self.train.x[idx]
+            if self.augment:
+                x = augment(x, self.augment_gen)
+            x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std)
+            yield Batch(x.contiguous(memory_format=self.memory_format),
+                        self.train.y[idx].to(self.device, non_blocking=True),
+                        sel.weights[pick].to(self.device, non_blocking=True))
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "indices": self.selection.indices, "weights": self.selection.weights,
+            "selected_at": -1 if self.selected_at is None else self.selected_at,
+            "select_gen": self.select_gen.get_state(), "shuffle_gen": self.shuffle_gen.get_state(),
+            "augment_gen": self.augment_gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.selection = Selection(state["indices"], state["weights"])
+        self.selected_at = None if state["selected_at"] < 0 else int(state["selected_at"])
+        self.select_gen.set_state(state["select_gen"])
+        self.shuffle_gen.set_state(state["shuffle_gen"])
+        self.augment_gen.set_state(state["augment_gen"])

@@ -1,0 +1,98 @@
+"""One training run in its folder: config.yaml, params.json, metrics.jsonl, summary.json, checkpoint.pt, model.pt.
+
+``summary.json`` says ``"status": "completed"`` only once the model is saved; until then it says
+``running``, and ``failed`` or ``interrupted`` (with the error) if the run stops early.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import Config, diff, flatten, load_file, to_yaml
+from .data import load_splits
+from .errors import TrainingDiverged, UsageError
+from .io import atomic_write_json, atomic_write_text
+from .tracking import make_tracker
+from .train import CHECKPOINT, MODEL, fit, read_checkpoint
+
+# keys that may differ between a run and its resumption: they change how it is shown, not what it computes
+RESUMABLE_CHANGES = {"run.out", "run.progress", "run.tracker", "runtime.threads"}
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    s = cfg.selection
+    return Path("runs") / f"{stamp}-{s.selector}-f{s.fraction:g}-s{cfg.run.seed}"
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+    """Refuse to overwrite a run, and to resume one under a different configuration."""
+    if not resume:
+        summary = read_summary(run_dir)
+        if summary is not None or (run_dir / CHECKPOINT).exists():
+            status = (summary or {}).get("status", "unknown")
+            raise UsageError(f"run folder {str(run_dir)!r} already holds a run (status: {status}); "
+                             "pass --resume to continue it, or choose another --out")
+        return
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise UsageError(f"--resume: {str(run_dir)!r} has no config.yaml, so it is not a run folder to resume")
+    changed = {k: v for k, v in diff(load_file(saved_path), cfg).items() if k not in RESUMABLE_CHANGES}
+    if changed:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise UsageError(f"--resume: the configuration differs from the run's config.yaml ({listed}); "
+                         "drop those options to resume, or start a new run with another --out")
+
+
+def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Load the data, train, and write the run folder; raises on bad input before anything is written."""
+    check_run_dir(run_dir, cfg, resume)
+    splits = load_splits(cfg.data)  # a missing dataset fails here, before the folder exists
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT) if resume else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    summary: dict[str, Any] = {
+        "status": "running", "run_dir": str(run_dir), "selector": cfg.selection.selector,
+        "fraction": cfg.selection.fraction, "seed": cfg.run.seed, "epochs": cfg.train.epochs,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    epochs_done = int(checkpoint["totals"]["epochs_done"]) if checkpoint else None
+    tracker = make_tracker(cfg.run.tracker, run_dir, epochs_done=epochs_done)
+    tracker.log_params(flatten(cfg))
+    start = time.perf_counter()
+    status = "failed"
+    try:
+        totals = fit(cfg, splits, run_dir, tracker, checkpoint=checkpoint, log=log)
+        status = "completed"
+        summary.update(totals, model=str(run_dir / MODEL),
+                       total_time=totals["train_time"] + totals["select_time"] + totals["eval_time"])
+    except TrainingDiverged as exc:
+        summary.update(error=str(exc), diverged_at={"epoch": exc.epoch, "step": exc.step})
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException as exc:
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        summary.update(status=status, wall_time=time.perf_counter() - start,
+                       finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        atomic_write_json(run_dir / "summary.json", summary)
+        tracker.close(status)
+    return summary
+

@@ -1,0 +1,19 @@
+"""Subset selectors and their registry."""
+
+from __future__ import annotations
+
+from .base import Selection, SubsetSelector, budget_for
+from .full import FullSelector
+from .random import AdaptiveRandomSelector, RandomSelector
+
+SELECTORS: dict[str, type] = {s.name: s for s in (FullSelector, RandomSelector, AdaptiveRandomSelector)}
+
+
+def make_selector(name: str, **options) -> SubsetSelector:
+    if name not in SELECTORS:
+        raise ValueError(f"unknown selector {name!r}; available: {', '.join(SELECTORS)}")
+    return SELECTORS[name](**options)
+
+
+__all__ = ["Selection", "SubsetSelector", "budget_for", "make_selector", "SELECTORS",
+           "FullSelector", "RandomSelector", "AdaptiveRandomSelector"]

@@ -1,0 +1,206 @@
+"""fit(): the training loop, with a checkpoint per epoch and resume.
+
+One epoch: re-select if due, one pass over the current subset (weighted cross-entropy,
+SGD with Nesterov momentum, cosine schedule per epoch), evaluate, log, checkpoint.
+``epoch_time`` is selection plus training: the cost the subset is meant to cut.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import Config, flatten
+from .data import Splits
+from .errors import CheckpointError, TrainingDiverged
+from .evaluate import evaluate
+from .io import atomic_torch_save
+from .loader import AdaptiveSubsetLoader
+from .models import build, save_model
+from .progress import Progress, bar_enabled
+from .runtime import Runtime, resolve_runtime
+from .selection import make_selector
+from .tracking import Tracker
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+
+
+def model_arch(cfg: Config, splits: Splits) -> dict[str, Any]:
+    return {"name": cfg.model.name, "num_classes": splits.num_classes, "width": cfg.model.width,
+            "in_channels": int(splits.train.x.shape[1])}
+
+
+def make_loader(cfg: Config, splits: Splits, runtime: Runtime) -> AdaptiveSubsetLoader:
+    s = cfg.selection
+    return AdaptiveSubsetLoader(
+        splits.train, splits.val, make_selector(s.selector), fraction=s.fraction, epochs=cfg.train.epochs,
+        select_every=s.select_every, kappa=s.kappa, batch_size=cfg.train.batch_size, mean=splits.mean,
+        std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
+        channels_last=runtime.channels_last)
+
+
+def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, checkpoint: dict | None = None,
+        model: nn.Module | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train as ``cfg`` says, writing ``checkpoint.pt`` each epoch and ``model.pt`` at the end; returns totals.
+
+    ``checkpoint``: a state from :func:`read_checkpoint` to continue from.
+    """
+    run_dir = Path(run_dir)
+    rt = resolve_runtime(cfg.runtime)
+    torch.manual_seed(cfg.run.seed)
+    arch = model_arch(cfg, splits)
+    model = (model or build(arch)).to(rt.device, memory_format=rt.memory_format)
+    if rt.device.type == "cuda":  # the whole uint8 dataset fits on any GPU; batches are then gathered there
+        splits = Splits(splits.train.to(rt.device), splits.val, splits.test, splits.num_classes, splits.mean, splits.std)
+    loader = make_loader(cfg, splits, rt)
+    t = cfg.train
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
+                          weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
+    forward = torch.compile(model) if cfg.runtime.compile else model
+    totals = {"epochs_done": 0, "train_time": 0.0, "select_time": 0.0, "eval_time": 0.0, "best_test_acc": None,
+              "best_val_acc": None, "final_test_acc": None, "final_val_acc": None}
+    if checkpoint is not None:
+        totals = restore(checkpoint, model, opt, sched, loader)
+        log(f"resumed from {run_dir / CHECKPOINT} after epoch {totals['epochs_done']}")
+    log(f"data: {splits.describe()} | {rt.describe()} | subset {loader.budget} of {len(splits.train)}")
+
+    for epoch in range(totals["epochs_done"], t.epochs):
+        start = time.perf_counter()
+        selection = loader.reselect_if_due(epoch, model)
+        select_time = time.perf_counter() - start
+        train_loss, train_acc = train_epoch(forward, loader, opt, rt, epoch, bar_enabled(cfg.run.progress))
+        sched.step()
+        epoch_time = time.perf_counter() - start
+        metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
+        if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+            metrics.update(evaluate_splits(model, splits, rt, t.eval_batch_size))
+        metrics.update(epoch_time=epoch_time, select_time=select_time, subset_size=len(loader.selection),
+                       lr=opt.param_groups[0]["lr"])
+        if selection is not None:
+            metrics.update({k: v for k, v in selection.stats.items() if k.startswith("select_") and k != "select_time"})
+        update_totals(totals, metrics, epoch_time - select_time)
+        tracker.log_metrics(metrics, step=epoch + 1)
+        log(epoch_line(epoch + 1, metrics))
+        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, sched, loader, totals)
+
+    save_model(run_dir / MODEL, model, arch)
+    tracker.log_artifact(str(run_dir / MODEL))
+    return totals
+
+
+def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim.Optimizer, rt: Runtime,
+                epoch: int, show_bar: bool) -> tuple[float, float]:
+    """One pass over the current subset; returns the weighted mean loss and the accuracy."""
+    model.train()
+    progress = Progress(len(loader), f"epoch {epoch + 1}", show_bar)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+    weight_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+    correct = torch.zeros((), dtype=torch.int64, device=rt.device)
+    seen = 0
+    for step, batch in enumerate(loader):
+        with rt.autocast():
+            logits = model(batch.x)
+        losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
+        loss = (losses * batch.w).sum() / batch.w.sum()
+        if not torch.isfinite(loss):
+            progress.close()
+            raise TrainingDiverged(epoch + 1, step + 1, float(loss.detach()))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * batch.w.sum()
+        weight_sum += batch.w.sum()
+        correct += (logits.detach().argmax(1) == batch.y).sum()
+        seen += len(batch.y)
+        progress.update(step + 1, loss.detach())
+    progress.close()
+    return float(loss_sum / weight_sum), int(correct) / seen
+
+
+def evaluate_splits(model: nn.Module, splits: Splits, rt: Runtime, batch_size: int) -> dict[str, float]:
+    start = time.perf_counter()
+    out = {}
+    for name, data in (("val", splits.val), ("test", splits.test)):
+        if data is not None:
+            out[f"{name}_loss"], out[f"{name}_acc"] = evaluate(model, data, splits.mean, splits.std, rt, batch_size)
+    out["eval_time"] = time.perf_counter() - start
+    return out
+
+
+def update_totals(totals: dict[str, Any], metrics: dict[str, Any], train_time: float) -> None:
+    totals["epochs_done"] += 1
+    totals["train_time"] += train_time
+    totals["select_time"] += metrics["select_time"]
+    totals["eval_time"] += metrics.get("eval_time", 0.0)
+    for split in ("val", "test"):
+        acc = metrics.get(f"{split}_acc")
+        if acc is not None:
+            totals[f"final_{split}_acc"] = acc
+            best = totals[f"best_{split}_acc"]
+            totals[f"best_{split}_acc"] = acc if best is None else max(best, acc)
+
+
+EPOCH_LINE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_time", "select_time",
+                   "subset_size")
+
+
+def epoch_line(epoch: int, metrics: dict[str, Any]) -> str:
+    """``epoch=3 train_loss=0.9100 ...``: one plain line per epoch, for humans and SageMaker metric regexes."""
+    parts = [f"epoch={epoch}"]
+    for key in EPOCH_LINE_KEYS:
+        if key in metrics:
+            value = metrics[key]
+            parts.append(f"{key}={value}" if isinstance(value, int) else f"{key}={value:.4f}")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                    loader: AdaptiveSubsetLoader, totals: dict[str, Any]) -> None:
+    atomic_torch_save({
+        "totals": totals, "config": flatten(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(), "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
+    }, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint for resuming; a missing, corrupt or truncated file is a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no checkpoint at {str(path)!r}; start a new run without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        int(state["totals"]["epochs_done"])
+        return state
+    except Exception as exc:  # truncated zip, unpickling refusal, missing keys
+        raise _corrupt(path, exc) from None
+
+
+def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+            loader: AdaptiveSubsetLoader) -> dict[str, Any]:
+    """Put everything a checkpoint holds back in place; returns the running totals."""
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["torch_rng"])
+        return dict(state["totals"])
+    except Exception as exc:  # missing keys, shape mismatch
+        raise _corrupt(Path("checkpoint"), exc) from None
+
+
+def _corrupt(path: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"--resume: {str(path)!r} is corrupt, truncated or not from this run ({type(exc).__name__}: {str(exc)[:200]}); "
+        "delete it to restart this run from scratch, or use a new --out"
+    )

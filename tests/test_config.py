@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from glister_train import config as C
+from glister_train.cli import resolve_config, train_parser
+from glister_train.errors import ConfigError
+
+
+def resolve(*argv: str) -> C.Config:
+    return resolve_config(train_parser().parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("path", sorted(C.configs_dir().glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_file_loads_and_validates(path: Path):
+    C.validate(C.merge(C.load_preset("base"), C.read_yaml(path), path.name))
+
+
+def test_yaml_round_trip(tmp_path: Path):
+    cfg = resolve("--preset", "smoke", "--fraction", "0.3", "--set", "train.weight_decay=1e-4")
+    (tmp_path / "config.yaml").write_text(C.to_yaml(cfg))
+    assert C.load_file(tmp_path / "config.yaml") == cfg
+
+
+def test_resolution_order_later_wins(tmp_path: Path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("train:\n  epochs: 7\n  lr: 0.2\n")
+    cfg = resolve("--preset", "smoke", "--config", str(extra), "--epochs", "9", "--set", "train.epochs=11")
+    assert cfg.train.epochs == 11  # --set beats the flag, which beats the file
+    assert cfg.train.lr == 0.2  # the file beats the preset
+    assert cfg.model.width == C.load_preset("smoke").model.width
+
+
+def test_flags_are_typed():
+    cfg = resolve("--fraction", "0.3", "--select-every", "5", "--kappa", "0.5", "--width", "32", "--seed", "3")
+    assert (cfg.selection.fraction, cfg.selection.select_every, cfg.selection.kappa) == (0.3, 5, 0.5)
+    assert (cfg.model.width, cfg.run.seed) == (32, 3)
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'.*did you mean 'epochs'"):
+        resolve("--set", "train.epoch=3")
+    with pytest.raises(ConfigError, match="unknown config key 'trian'"):
+        C.merge(C.Config(), {"trian": {"epochs": 3}})
+
+
+def test_unknown_preset_lists_the_available_ones():
+    with pytest.raises(ConfigError, match=r"unknown preset 'smok'; available: .*smoke"):
+        resolve("--preset", "smok")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fraction", "0"], r"selection.fraction: 0.0 is invalid; it must be in \(0, 1\]"),
+    (["--fraction", "1.5"], r"selection.fraction: 1.5 is invalid"),
+    (["--fraction", "abc"], r"selection.fraction: expected a number, got 'abc'"),
+    (["--select-every", "0"], r"selection.select_every: 0 is invalid; it must be an integer >= 1"),
+    (["--kappa", "1"], r"selection.kappa: 1.0 is invalid; it must be in \[0, 1\)"),
+    (["--kappa", "-0.1"], r"selection.kappa: -0.1 is invalid"),
+    (["--epochs", "0"], r"train.epochs: 0 is invalid; it must be an integer >= 1"),
+    (["--epochs", "2.5"], r"train.epochs: expected an integer, got '2.5'"),
+    (["--selector", "best"], r"selection.selector: 'best' is not one of"),
+    (["--set", "runtime.channels_last=maybe"], r"runtime.channels_last: expected true or false"),
+    (["--set", "lr=0.1"], r"expected section.key=value"),
+])
+def test_bad_values_name_the_key_and_the_rule(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(*argv)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from glister_train.config import DataConfig
+from glister_train.data import augment, channel_stats, load_splits, normalize, stratified_sample
+from glister_train.errors import DataError
+
+from .conftest import make_images, write_npz
+
+
+def test_npz_splits_are_seeded_stratified_and_disjoint(npz_dir: Path):
+    cfg = DataConfig(dataset="npz", data_dir=str(npz_dir), val_fraction=0.25)
+    a, b = load_splits(cfg), load_splits(cfg)
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.y, b.train.y)
+    assert (len(a.train), len(a.val), len(a.test)) == (150, 50, 80)
+    assert a.num_classes == 4
+    assert sorted(torch.bincount(a.val.y).tolist()) == [12, 12, 13, 13]
+    # no training image is also a validation image
+    train_rows = {bytes(x.numpy()) for x in a.train.x}
+    assert not any(bytes(x.numpy()) in train_rows for x in a.val.x)
+    other = load_splits(DataConfig(dataset="npz", data_dir=str(npz_dir), val_fraction=0.25, split_seed=1))
+    assert not torch.equal(other.val.x, a.val.x)
+
+
+def test_images_are_nchw_uint8_and_stats_match_numpy(npz_dir: Path):
+    splits = load_splits(DataConfig(dataset="npz", data_dir=str(npz_dir)))
+    assert splits.train.x.dtype == torch.uint8 and splits.train.x.shape[1:] == (3, 12, 12)
+    pixels = splits.train.x.numpy().transpose(1, 0, 2, 3).reshape(3, -1) / 255.0
+    assert np.allclose(splits.mean.numpy(), pixels.mean(1), atol=1e-6)
+    assert np.allclose(splits.std.numpy(), pixels.std(1), atol=1e-5)
+    z = normalize(splits.train.x, splits.mean, splits.std)
+    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
+
+
+def test_stratified_sample_is_exact_and_balanced():
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    idx = stratified_sample(y, 10, torch.Generator().manual_seed(0))
+    assert len(idx) == 10 and len(set(idx.tolist())) == 10
+    assert torch.bincount(y[idx]).tolist() == [5, 3, 2]
+
+
+def test_train_limit_subsamples_the_pool(npz_dir: Path):
+    splits = load_splits(DataConfig(dataset="npz", data_dir=str(npz_dir), train_limit=100, test_limit=40))
+    assert len(splits.train) + len(splits.val) == 100 and len(splits.test) == 40
+
+
+def test_augment_crops_and_flips_batched():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).reshape(2, 3, 8, 8).to(torch.uint8)
+    out = augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    again = augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    # every output is a crop of the zero-padded image, possibly mirrored
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(2):
+        crops = [padded[i, :, r : r + 8, c : c + 8] for r in range(9) for c in range(9)]
+        assert any(torch.equal(out[i], crop) or torch.equal(out[i], crop.flip(2)) for crop in crops)
+
+
+def test_augment_with_zero_padding_is_identity_or_flip():
+    x = torch.randint(0, 255, (64, 3, 6, 6), dtype=torch.uint8)
+    out = augment(x, torch.Generator().manual_seed(1), pad=0)
+    flipped = [torch.equal(o, xi.flip(2)) and not torch.equal(o, xi) for o, xi in zip(out, x)]
+    same = [torch.equal(o, xi) for o, xi in zip(out, x)]
+    assert all(f or s for f, s in zip(flipped, same)) and 10 < sum(flipped) < 54
+
+
+def test_image_folder(tmp_path: Path):
+    x, y = make_images(12, classes=3, size=8)
+    for split in ("train", "test"):
+        for i, (img, label) in enumerate(zip(x, y)):
+            d = tmp_path / split / f"class_{label}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(d / f"{i}.png")
+    splits = load_splits(DataConfig(dataset="folder", data_dir=str(tmp_path), val_fraction=0.25))
+    assert splits.num_classes == 3 and len(splits.test) == 12 and len(splits.train) == 9
+    assert sorted(torch.cat([splits.train.y, splits.val.y]).tolist()) == sorted(y.tolist())
+
+
+def test_image_folder_without_images_is_an_error(tmp_path: Path):
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="holds no images"):
+        load_splits(DataConfig(dataset="folder", data_dir=str(tmp_path)))
+
+
+def test_labels_outside_the_classes_are_an_error(tmp_path: Path):
+    write_npz(tmp_path)
+    with pytest.raises(DataError, match=r"label 3 at index \d+ is outside \[0, 3\)"):
+        load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path), num_classes=3))
+    x, y = make_images(20)
+    y[5] = -1
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    with pytest.raises(DataError, match=r"train label -1 at index 5"):
+        load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path)))
+
+
+def test_missing_datasets_say_how_to_get_them(tmp_path: Path):
+    with pytest.raises(DataError, match="make_batches_py.py.*cifar-10-batches-py"):
+        load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path), download=False))
+    with pytest.raises(DataError, match="npz format needs DIR/train.npz"):
+        load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path)))
+    with pytest.raises(DataError, match="no train/ folder"):
+        load_splits(DataConfig(dataset="folder", data_dir=str(tmp_path)))
+
+
+def test_channel_stats_of_constant_images():
+    x = torch.full((5, 3, 4, 4), 51, dtype=torch.uint8)
+    mean, std = channel_stats(x, chunk=2)
+    assert torch.allclose(mean, torch.full((3,), 0.2)) and torch.all(std < 1e-3)

@@ -1,0 +1,43 @@
+"""The SubsetSelector contract, for every registered selector."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glister_train.data import ImageData
+from glister_train.models import TinyNet
+from glister_train.selection import SELECTORS, make_selector
+
+
+def data(n: int, classes: int = 4, seed: int = 0) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    return ImageData(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(n) % classes)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+@pytest.mark.parametrize("budget", [1, 13, 60])
+def test_selector_contract(name: str, budget: int):
+    train, val = data(60), data(20, seed=1)
+    model = TinyNet(4, 4).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    selector = make_selector(name)
+    a = selector.select(model, train, val, budget, generator=torch.Generator().manual_seed(5))
+    b = selector.select(model, train, val, budget, generator=torch.Generator().manual_seed(5))
+    expected = len(train) if name == "full" else budget
+    assert len(a) == expected and a.indices.dtype == torch.int64
+    assert len(torch.unique(a.indices)) == len(a) and 0 <= int(a.indices.min()) and int(a.indices.max()) < len(train)
+    assert a.weights.dtype == torch.float32 and bool((a.weights > 0).all())
+    assert torch.equal(a.indices, b.indices), "same seed, same subset"
+    assert not model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng_before), "global RNG untouched"
+
+
+def test_random_subsets_differ_across_draws():
+    train, val = data(100), data(10)
+    g = torch.Generator().manual_seed(0)
+    s = make_selector("adaptive-random")
+    assert not torch.equal(s.select(None, train, val, 30, generator=g).indices,
+                           s.select(None, train, val, 30, generator=g).indices)

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from glister_train import config as C
+from glister_train.data import load_splits
+from glister_train.errors import CheckpointError, TrainingDiverged
+from glister_train.models import load_model
+from glister_train.run import train_run
+from glister_train.tracking import MemoryTracker, read_metrics
+from glister_train.train import fit
+
+from .conftest import tiny_config
+
+# Recorded from this code on torch 2.14 (CPU, 1 thread, fp32): a change in the loop, the data
+# path, the loss or the seeding shows up here first.
+GOLDEN_TRAIN_LOSS = [1.3548560, 1.2439389]
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def test_two_epochs_match_golden_losses(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir)
+    tracker = MemoryTracker()
+    fit(cfg, load_splits(cfg.data), tmp_path, tracker, log=quiet)
+    losses = [m["train_loss"] for _, m in tracker.metrics]
+    assert losses == pytest.approx(GOLDEN_TRAIN_LOSS, rel=1e-5, abs=1e-6)
+    steps = [step for step, _ in tracker.metrics]
+    assert steps == [1, 2]
+    first = tracker.metrics[0][1]
+    for key in ("train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epoch_time", "select_time", "subset_size"):
+        assert key in first
+    assert first["subset_size"] == 90  # half of the 180 training images
+
+
+def test_run_folder_contents(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir)
+    run = tmp_path / "run"
+    summary = train_run(cfg, run, log=quiet)
+    assert summary["status"] == "completed"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "params.json", "metrics.jsonl", "summary.json",
+                                               "model.pt", "checkpoint.pt"}
+    assert C.load_file(run / "config.yaml") == cfg
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["status"] == "completed" and on_disk["epochs_done"] == 2
+    assert on_disk["final_test_acc"] == read_metrics(run)[-1]["test_acc"]
+    model, arch = load_model(run / "model.pt")
+    assert arch == {"name": "tiny", "num_classes": 4, "width": 4, "in_channels": 3}
+    assert model(torch.zeros(1, 3, 12, 12)).shape == (1, 4)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir, train={"epochs": 4}, selection={"select_every": 2})
+    full = train_run(cfg, tmp_path / "full", log=quiet)
+
+    # stop after epoch 2: run 2 epochs of the same config, then mark the folder as killed mid-run
+    part = tmp_path / "part"
+    short = C.merge(cfg, {"train": {"epochs": 4}})
+    _interrupt_after(short, part, epochs=2)
+    resumed = train_run(cfg, part, resume=True, log=quiet)
+    assert resumed["status"] == "completed"
+    assert [m["train_loss"] for m in read_metrics(part)] == [m["train_loss"] for m in read_metrics(tmp_path / "full")]
+    assert resumed["final_test_acc"] == full["final_test_acc"]
+    a, _ = load_model(tmp_path / "full" / "model.pt")
+    b, _ = load_model(part / "model.pt")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def _interrupt_after(cfg: C.Config, run: Path, epochs: int) -> None:
+    """Train ``epochs`` epochs of ``cfg`` and stop as a kill would: KeyboardInterrupt from the log."""
+    lines = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith(f"epoch={epochs + 1} "):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, run, log=log)
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir, train={"epochs": 6, "lr": 1e6}, runtime={"precision": "fp32"})
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at epoch \d+, step \d+") as info:
+        train_run(cfg, run, log=quiet)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["diverged_at"]["epoch"] == info.value.epoch
+    assert not (run / "model.pt").exists()
+    if info.value.epoch > 1:  # the checkpoint holds the last epoch that finished
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert state["totals"]["epochs_done"] == info.value.epoch - 1
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_leaves_the_folder_alone(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir)
+    run = tmp_path / "run"
+    train_run(cfg, run, log=quiet)
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    before = (run / "summary.json").read_text()
+    with pytest.raises(CheckpointError, match="corrupt, truncated"):
+        train_run(cfg, run, resume=True, log=quiet)
+    assert (run / "summary.json").read_text() == before
+
+
+def test_resume_refuses_a_changed_config(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir)
+    train_run(cfg, tmp_path / "run", log=quiet)
+    with pytest.raises(Exception, match=r"selection.fraction: 0.5 -> 0.3"):
+        train_run(C.merge(cfg, {"selection": {"fraction": 0.3}}), tmp_path / "run", resume=True, log=quiet)
+    with pytest.raises(Exception, match="already holds a run"):
+        train_run(cfg, tmp_path / "run", log=quiet)
+
+
+def test_weights_reach_the_loss(npz_dir: Path, tmp_path: Path):
+    """A selector that zeroes half the weights trains exactly like one that drops those examples' loss."""
+    from glister_train.loader import AdaptiveSubsetLoader
+    from glister_train.models import TinyNet
+    from glister_train.runtime import resolve_runtime
+    from glister_train.selection import Selection
+    from glister_train.train import train_epoch
+
+    cfg = tiny_config(npz_dir)
+    splits = load_splits(cfg.data)
+    rt = resolve_runtime(cfg.runtime)
+
+    def one_epoch(weights: torch.Tensor) -> float:
+        torch.manual_seed(0)
+        model = TinyNet(4, 4)
+        loader = AdaptiveSubsetLoader(splits.train, splits.val, None, fraction=1.0, epochs=1, select_every=1,
+                                      kappa=0.0, batch_size=1000, mean=splits.mean, std=splits.std, augment=False)
+        loader.selection = Selection(torch.arange(len(splits.train)), weights)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss, _ = train_epoch(model, loader, opt, rt, 0, False)
+        return loss
+
+    n = len(splits.train)
+    w = torch.ones(n)
+    doubled = one_epoch(2 * w)
+    assert doubled == pytest.approx(one_epoch(w), rel=1e-6)  # weights are normalized per batch
+    half = torch.where(splits.train.y == 0, torch.tensor(3.0), torch.tensor(1.0))
+    assert one_epoch(half) != pytest.approx(one_epoch(w), rel=1e-4)
