@@ -20,7 +20,8 @@ import yaml
 
 from .errors import ConfigError
 
-SELECTORS = ("full", "random", "adaptive-random")
+SELECTORS = ("full", "random", "adaptive-random", "glister")
+GREEDY = ("naive", "stochastic", "batched")
 DATASETS = ("cifar10", "npz", "folder")
 MODELS = ("resnet18", "tiny")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -54,6 +55,15 @@ class SelectionConfig:
     fraction: float = 0.1
     select_every: int = 20  # epochs between selections (R)
     kappa: float = 0.0  # fraction of the epochs trained on the full data before selection starts
+    # GLISTER only
+    greedy: str = "batched"  # naive | stochastic | batched
+    block_size: int = 0  # batched: examples added per validation update; 0 = 1% of the budget
+    epsilon: float = 0.01  # stochastic: each step scores (n/k) ln(1/epsilon) random candidates
+    per_class: bool = True  # split the budget over classes in proportion to their size
+    last_layer: str = "full"  # full (weight and bias gradients) | bias (CORDS' default)
+    lookahead: str = "sum"  # sum (the paper, CORDS) | mean (one SGD step on the subset's mean loss)
+    eta: float = 0.0  # lookahead step size; 0 = the initial learning rate
+    pool_fraction: float = 1.0  # < 1: choose from a fresh random candidate pool of this share of the data
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     eval_every: int = 1  # evaluate on validation and test every N epochs (and always at the end)
-    eval_batch_size: int = 512
+    eval_batch_size: int = 256  # measured fastest for inference on this CPU (README, "CPU speed")
 
 
 @dataclass(frozen=True)
@@ -260,6 +270,13 @@ def validate(cfg: Config) -> Config:
     check(0 < s.fraction <= 1 and math.isfinite(s.fraction), "selection.fraction", s.fraction, "in (0, 1], e.g. 0.3 for 30%")
     check(s.select_every >= 1, "selection.select_every", s.select_every, "an integer >= 1 (epochs between selections)")
     check(0 <= s.kappa < 1, "selection.kappa", s.kappa, "in [0, 1) (the share of epochs trained on full data first)")
+    choice("selection.greedy", s.greedy, GREEDY)
+    choice("selection.last_layer", s.last_layer, ("full", "bias"))
+    choice("selection.lookahead", s.lookahead, ("mean", "sum"))
+    check(s.block_size >= 0, "selection.block_size", s.block_size, ">= 0 (0 = 1% of the budget)")
+    check(0 < s.epsilon < 1, "selection.epsilon", s.epsilon, "in (0, 1), e.g. 0.01")
+    check(s.eta >= 0 and math.isfinite(s.eta), "selection.eta", s.eta, ">= 0 (0 = the initial learning rate)")
+    check(0 < s.pool_fraction <= 1, "selection.pool_fraction", s.pool_fraction, "in (0, 1]")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
     check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")

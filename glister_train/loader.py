@@ -70,8 +70,13 @@ class AdaptiveSubsetLoader:
             selector = RandomSelector()
         start = time.perf_counter()
         selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
-        selection.stats.setdefault("select_time", time.perf_counter() - start)
-        selection.stats.setdefault("selector", selector.name)
+        stats = selection.stats
+        stats.setdefault("select_time", time.perf_counter() - start)
+        stats.setdefault("selector", selector.name)
+        if self.selected_at is not None:  # share of the new subset that was in the previous one
+            stats["select_overlap"] = float(torch.isin(selection.indices, self.selection.indices).sum()) / len(selection)
+        labels = self.train.y[selection.indices.to(self.train.y.device)]
+        stats["select_class_hist"] = torch.bincount(labels, minlength=int(self.train.y.max()) + 1).tolist()
         self.selection, self.selected_at = selection, epoch
         return selection
 

@@ -25,7 +25,7 @@ from .loader import AdaptiveSubsetLoader
 from .models import build, save_model
 from .progress import Progress, bar_enabled
 from .runtime import Runtime, resolve_runtime
-from .selection import make_selector
+from .selection import SubsetSelector, make_selector
 from .tracking import Tracker
 
 CHECKPOINT = "checkpoint.pt"
@@ -37,10 +37,22 @@ def model_arch(cfg: Config, splits: Splits) -> dict[str, Any]:
             "in_channels": int(splits.train.x.shape[1])}
 
 
+def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelector:
+    s = cfg.selection
+    if s.selector != "glister":
+        return make_selector(s.selector)
+    return make_selector(
+        "glister", mean=splits.mean, std=splits.std, eta=s.eta or cfg.train.lr, greedy=s.greedy,
+        block_size=s.block_size, epsilon=s.epsilon, per_class=s.per_class, last_layer=s.last_layer,
+        lookahead=s.lookahead, pool_fraction=s.pool_fraction, device=runtime.device, precision=runtime.precision,
+        channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
+
+
 def make_loader(cfg: Config, splits: Splits, runtime: Runtime) -> AdaptiveSubsetLoader:
     s = cfg.selection
+    fraction = 1.0 if s.selector == "full" else s.fraction
     return AdaptiveSubsetLoader(
-        splits.train, splits.val, make_selector(s.selector), fraction=s.fraction, epochs=cfg.train.epochs,
+        splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.epochs,
         select_every=s.select_every, kappa=s.kappa, batch_size=cfg.train.batch_size, mean=splits.mean,
         std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
         channels_last=runtime.channels_last)
@@ -86,6 +98,7 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
                        lr=opt.param_groups[0]["lr"])
         if selection is not None:
             metrics.update({k: v for k, v in selection.stats.items() if k.startswith("select_") and k != "select_time"})
+            log(selection_line(epoch + 1, selection.stats))
         update_totals(totals, metrics, epoch_time - select_time)
         tracker.log_metrics(metrics, step=epoch + 1)
         log(epoch_line(epoch + 1, metrics))
@@ -159,6 +172,17 @@ def epoch_line(epoch: int, metrics: dict[str, Any]) -> str:
         if key in metrics:
             value = metrics[key]
             parts.append(f"{key}={value}" if isinstance(value, int) else f"{key}={value:.4f}")
+    return " ".join(parts)
+
+
+def selection_line(epoch: int, stats: dict[str, Any]) -> str:
+    """``selection epoch=3 selector=glister select_time=... select_objective=...``: one line per selection."""
+    parts = [f"selection epoch={epoch} selector={stats.get('selector', '?')}"]
+    for key, value in stats.items():
+        if key.startswith("select_") and isinstance(value, float):
+            parts.append(f"{key}={value:.4f}")
+    if "select_class_hist" in stats:
+        parts.append("classes=" + ",".join(map(str, stats["select_class_hist"])))
     return " ".join(parts)
 
 

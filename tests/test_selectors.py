@@ -15,6 +15,9 @@ def data(n: int, classes: int = 4, seed: int = 0) -> ImageData:
     return ImageData(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(n) % classes)
 
 
+OPTIONS = {"glister": {"mean": torch.full((3,), 0.5), "std": torch.full((3,), 0.25)}}
+
+
 @pytest.mark.parametrize("name", sorted(SELECTORS))
 @pytest.mark.parametrize("budget", [1, 13, 60])
 def test_selector_contract(name: str, budget: int):
@@ -22,7 +25,7 @@ def test_selector_contract(name: str, budget: int):
     model = TinyNet(4, 4).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng_before = torch.get_rng_state()
-    selector = make_selector(name)
+    selector = make_selector(name, **OPTIONS.get(name, {}))
     a = selector.select(model, train, val, budget, generator=torch.Generator().manual_seed(5))
     b = selector.select(model, train, val, budget, generator=torch.Generator().manual_seed(5))
     expected = len(train) if name == "full" else budget

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .base import Selection, SubsetSelector, budget_for
 from .full import FullSelector
+from .glister import GlisterSelector
 from .random import AdaptiveRandomSelector, RandomSelector
 
-SELECTORS: dict[str, type] = {s.name: s for s in (FullSelector, RandomSelector, AdaptiveRandomSelector)}
+SELECTORS: dict[str, type] = {s.name: s for s in (FullSelector, RandomSelector, AdaptiveRandomSelector, GlisterSelector)}
 
 
 def make_selector(name: str, **options) -> SubsetSelector:
@@ -16,4 +17,4 @@ def make_selector(name: str, **options) -> SubsetSelector:
 
 
 __all__ = ["Selection", "SubsetSelector", "budget_for", "make_selector", "SELECTORS",
-           "FullSelector", "RandomSelector", "AdaptiveRandomSelector"]
+           "FullSelector", "RandomSelector", "AdaptiveRandomSelector", "GlisterSelector"]

@@ -1,0 +1,247 @@
+"""GLISTER-ONLINE (Killamsetty et al., AAAI 2021) with last-layer gradients.
+
+Choose the subset S whose one gradient step on the last layer most raises the validation
+log-likelihood. With h the penultimate features, p the softmax output and y the one-hot label,
+example i's cross-entropy gradient w.r.t. the final linear layer is ``r_i h_i^T`` (weight) and ``r_i``
+(bias), ``r_i = p_i - y_i``. The Taylor gain of adding i at the current lookahead point is
+``<g_i, G_val>`` = ``r_i . (G_w h_i) + r_i . G_b``: one (n, D) x (D, C) product for every
+candidate at once, never an (n, C, D) tensor. After each addition (or block of additions) the
+lookahead logits of the validation set are recomputed exactly and so is ``G_val``.
+
+Lookahead point after choosing S (``lookahead``):
+- ``sum`` (the paper, CORDS): theta_S = theta - eta * sum_{i in S} g_i
+- ``mean``: theta_S = theta - eta * mean_{i in S} g_i, i.e. one SGD step on the subset's mean loss.
+  The point where the validation gradient is taken stays near the model, where the Taylor expansion
+  holds, so the greedy becomes nearly a static top-k: it avoids wrong labels better but picks less
+  diverse subsets, and trained worse on CIFAR-10 here (README, "GLISTER").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data import ImageData, normalize
+from .base import Selection
+
+GREEDY = ("naive", "stochastic", "batched")
+LAST_LAYER = ("bias", "full")
+LOOKAHEAD = ("sum", "mean")
+
+
+# ---------------------------------------------------------------- the objective and its gradient
+
+
+@dataclass
+class LastLayerProblem:
+    """Everything the greedy needs, computed once per selection from one forward pass."""
+
+    h: torch.Tensor  # (n, D) candidate features
+    r: torch.Tensor  # (n, C) candidate p - y at the current parameters
+    groups: torch.Tensor  # (n,) budget group of each candidate (its class, or 0 for one pool)
+    hv: torch.Tensor  # (V, D) validation features
+    zv: torch.Tensor  # (V, C) validation logits at the current parameters
+    yv: torch.Tensor  # (V,) validation labels
+    eta: float
+    full: bool  # weight and bias (True) or bias only (False)
+    mean_step: bool  # lookahead with the mean (True) or the sum (False) of the chosen gradients
+
+    def val_logits(self, sum_w: torch.Tensor, sum_b: torch.Tensor, size: int) -> torch.Tensor:
+        """Validation logits after the lookahead step, given the summed gradients of the chosen set."""
+        scale = self.eta / max(size, 1) if self.mean_step else self.eta
+        shift = sum_b if not self.full else self.hv @ sum_w.T + sum_b
+        return self.zv - scale * shift
+
+    def val_gradient(self, zv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient of the summed validation cross-entropy w.r.t. the last layer: (C, D) and (C,)."""
+        rv = torch.softmax(zv, 1)
+        rv[torch.arange(len(rv)), self.yv] -= 1
+        return (rv.T @ self.hv if self.full else None), rv.sum(0)
+
+    def gains(self, gw: torch.Tensor | None, gb: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """``eta <g_i, G_val>`` for the candidates ``idx`` (all when None): the first-order rise in val log-likelihood."""
+        r = self.r if idx is None else self.r[idx]
+        out = r @ gb
+        if self.full:
+            h = self.h if idx is None else self.h[idx]
+            out += (r * (h @ gw.T)).sum(1)
+        return out.mul_(self.eta)
+
+    def sums(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = self.r[chosen]
+        return (r.T @ self.h[chosen] if self.full else None), r.sum(0)
+
+    def objective(self, chosen: torch.Tensor) -> float:
+        """Mean validation log-likelihood after the lookahead step on ``chosen``: the GLISTER objective."""
+        sum_w, sum_b = self.sums(chosen)
+        zv = self.val_logits(sum_w, sum_b, len(chosen))
+        return float(-F.cross_entropy(zv, self.yv))
+
+
+# ---------------------------------------------------------------- greedy maximization
+
+
+def budget_quotas(groups: torch.Tensor, budget: int, num_groups: int) -> torch.Tensor:
+    """Each group's share of the budget, proportional to its size (largest remainder, exact total)."""
+    counts = torch.bincount(groups, minlength=num_groups).double()
+    share = counts * budget / counts.sum()
+    quota = share.floor().long()
+    short = budget - int(quota.sum())
+    if short:
+        room = (quota < counts).double()  # a group never gets more than it holds
+        quota[torch.argsort((share - quota) * room, descending=True, stable=True)[:short]] += 1
+    return quota
+
+
+def greedy(problem: LastLayerProblem, budget: int, quotas: torch.Tensor, *, mode: str = "batched", block: int = 1,
+           epsilon: float = 0.01, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of the chosen candidates, in the order chosen; exactly ``budget`` of them."""
+    n, c = problem.r.shape
+    eligible = quotas[problem.groups] > 0
+    left = quotas.clone()
+    chosen: list[torch.Tensor] = []
+    taken = 0
+    sum_w = torch.zeros(c, problem.h.shape[1]) if problem.full else None
+    sum_b = torch.zeros(c)
+    sample = max(1, math.ceil(n / budget * math.log(1 / epsilon)))  # Mirzasoleiman et al.'s stochastic greedy
+    remaining = eligible.nonzero().squeeze(1)  # stochastic: a compacted `eligible`, refreshed when half stale
+    live = len(remaining)
+
+    while taken < budget:
+        gw, gb = problem.val_gradient(problem.val_logits(sum_w, sum_b, taken))
+        if mode == "stochastic":
+            if live < len(remaining) // 2:
+                remaining = eligible.nonzero().squeeze(1)
+            cand = remaining[torch.randint(len(remaining), (sample,), generator=generator)]
+            cand = cand[eligible[cand]]
+            if len(cand) == 0:  # every draw hit a taken example: look at all that are left
+                cand = remaining = eligible.nonzero().squeeze(1)
+            pick = cand[problem.gains(gw, gb, cand).argmax()].view(1)
+        else:
+            gains = problem.gains(gw, gb).masked_fill_(~eligible, -math.inf)
+            m = 1 if mode == "naive" else min(block, budget - taken)
+            pick = gains.argmax().view(1) if m == 1 else _top_within_quotas(gains, problem.groups, left, m)
+        chosen.append(pick)
+        taken += len(pick)
+        live -= len(pick)
+        eligible[pick] = False
+        added = torch.bincount(problem.groups[pick], minlength=len(left))
+        left -= added
+        filled = ((left == 0) & (added > 0)).nonzero().squeeze(1).tolist()
+        for group in filled:  # at most once per class per selection
+            eligible &= problem.groups != group
+        if filled:
+            live = int(eligible.sum())
+        dw, db = problem.sums(pick)
+        sum_b += db
+        if problem.full:
+            sum_w += dw
+    return torch.cat(chosen)
+
+
+def _top_within_quotas(gains: torch.Tensor, groups: torch.Tensor, left: torch.Tensor, m: int) -> torch.Tensor:
+    """The ``m`` highest-gain candidates such that no group takes more than it has left."""
+    order = torch.argsort(gains, descending=True)
+    order = order[torch.isfinite(gains[order])]
+    g = groups[order]
+    rank = F.one_hot(g, len(left)).cumsum(0).gather(1, g[:, None]).squeeze(1) - 1  # position within its group
+    return order[rank < left[g]][:m]
+
+
+# ---------------------------------------------------------------- the selector
+
+
+def last_layer_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear]:
+    """(features function, final linear layer) of a model with ``embed`` and ``fc`` (see models.py)."""
+    model = getattr(model, "_orig_mod", getattr(model, "module", model))
+    if not hasattr(model, "embed") or not isinstance(getattr(model, "fc", None), nn.Linear):
+        raise TypeError(f"{type(model).__name__} has no embed()/fc: GLISTER needs the penultimate features and the "
+                        "final nn.Linear (wrap other models with glister_train.compat.cords)")
+    return model.embed, model.fc
+
+
+class GlisterSelector:
+    name: ClassVar[str] = "glister"
+    reselects: ClassVar[bool] = True
+
+    def __init__(self, *, mean: torch.Tensor, std: torch.Tensor, eta: float = 0.01, greedy: str = "batched",
+                 block_size: int = 0, epsilon: float = 0.01, per_class: bool = True, last_layer: str = "full",
+                 lookahead: str = "sum", pool_fraction: float = 1.0, device: str | torch.device = "cpu",
+                 precision: str = "fp32", channels_last: bool = False, batch_size: int = 256):
+        if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD:
+            raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}: "
+                             f"choose from {GREEDY}, {LAST_LAYER}, {LOOKAHEAD}")
+        self.mean, self.std, self.eta = mean, std, eta
+        self.greedy, self.block_size, self.epsilon = greedy, block_size, epsilon
+        self.per_class, self.last_layer, self.lookahead = per_class, last_layer, lookahead
+        self.pool_fraction = pool_fraction
+        self.device, self.precision = torch.device(device), precision
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def features(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Penultimate features (float32) and float32 logits of un-augmented images, in eval mode."""
+        embed, fc = last_layer_parts(model)
+        was_training = model.training
+        model.eval()
+        try:
+            parts = []
+            for start in range(0, len(images), self.batch_size):
+                x = normalize(images[start : start + self.batch_size].to(self.device), self.mean, self.std)
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+                    parts.append(embed(x.contiguous(memory_format=self.memory_format)).float())
+        finally:
+            model.train(was_training)
+        h = torch.cat(parts).cpu() if parts else torch.zeros(0, fc.in_features)
+        return h, h @ fc.weight.detach().float().cpu().T + fc.bias.detach().float().cpu()
+
+    def problem(self, model: nn.Module, train: ImageData, val: ImageData, pool: torch.Tensor) -> LastLayerProblem:
+        """The forward passes over the candidate pool and the validation set, and what greedy needs from them."""
+        h, z = self.features(model, train.x[pool.to(train.x.device)])
+        hv, zv = self.features(model, val.x)
+        y = train.y[pool.to(train.y.device)].cpu()
+        r = torch.softmax(z, 1)
+        r[torch.arange(len(r)), y] -= 1
+        groups = y if self.per_class else torch.zeros_like(y)
+        return LastLayerProblem(h, r, groups, hv, zv, val.y.cpu(), self.eta, self.last_layer == "full",
+                                self.lookahead == "mean")
+
+    def maximize(self, problem: LastLayerProblem, budget: int, generator: torch.Generator) -> torch.Tensor:
+        """Greedy maximization with this selector's options; positions into the pool, in the order chosen."""
+        num_groups = int(problem.r.shape[1]) if self.per_class else 1
+        quotas = budget_quotas(problem.groups, budget, num_groups)
+        block = self.block_size or max(1, math.ceil(budget / 100))
+        return greedy(problem, budget, quotas, mode=self.greedy, block=block, epsilon=self.epsilon, generator=generator)
+
+    def select(self, model: nn.Module, train: ImageData, val: ImageData, budget: int, *,
+               generator: torch.Generator) -> Selection:
+        start = time.perf_counter()
+        n = len(train)
+        pool = torch.arange(n)
+        if self.pool_fraction < 1:
+            size = max(budget, round(self.pool_fraction * n))
+            pool = torch.sort(torch.randperm(n, generator=generator)[:size]).values
+        problem = self.problem(model, train, val, pool)
+        forward_time = time.perf_counter() - start
+        order = self.maximize(problem, budget, generator)
+        greedy_time = time.perf_counter() - start - forward_time
+        random_pick = torch.randperm(len(pool), generator=generator)[:budget]
+        return Selection.uniform(
+            torch.sort(pool[order]).values,
+            select_forward_time=forward_time,
+            select_greedy_time=greedy_time,
+            select_objective=problem.objective(order),
+            select_objective_random=problem.objective(random_pick),
+            select_objective_none=float(-F.cross_entropy(problem.zv, problem.yv)),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("eta", "greedy", "block_size", "epsilon", "per_class", "last_layer",
+                                              "lookahead", "pool_fraction", "precision")}
