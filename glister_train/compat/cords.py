@@ -18,7 +18,8 @@ import difflib
 import logging
 import math
 import time
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
