@@ -27,12 +27,16 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--device": ("runtime.device", str, f"one of {', '.join(C.DEVICES)}"),
     "--precision": ("runtime.precision", str, f"one of {', '.join(C.PRECISIONS)}"),
     "--out": ("run.out", str, "run folder (default: runs/<time>-<selector>-f<fraction>-s<seed>)"),
+    "--tracker": ("run.tracker", str, f"one of {', '.join(C.TRACKERS)} (the run folder is always written)"),
+    "--experiment-name": ("run.experiment_name", str, "experiment to log the run under"),
+    "--run-name": ("run.run_name", str, "name of the run in the tracker"),
 }
 
 
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glister-train",
+        allow_abbrev=False,  # hyperparameters must name a flag exactly
         description="Train on adaptively selected subsets of the data. Config resolution, later wins: "
                     "configs/base.yaml, --preset, --config, the flags below, --set.",
         epilog=f"presets: {', '.join(C.preset_names())}. Other commands: none yet.",
@@ -40,7 +44,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="", help="a file in configs/ by name, e.g. smoke or cpu-proxy")
     p.add_argument("--config", metavar="FILE", help="a YAML file of overrides (same shape as configs/base.yaml)")
     for flag, (key, kind, text) in FLAGS.items():
-        p.add_argument(flag, type=str, metavar=kind.__name__.upper(), help=f"{text} [{key}]")
+        # SageMaker passes hyperparameters as given (--select_every 5): accept both spellings
+        aliases = [flag, "--" + flag[2:].replace("-", "_")] if "-" in flag[2:] else [flag]
+        p.add_argument(*aliases, dest=flag[2:].replace("-", "_"), type=str, metavar=kind.__name__.upper(),
+                       help=f"{text} [{key}]")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config key, e.g. --set train.weight_decay=1e-4 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -48,12 +55,16 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_config(args: argparse.Namespace, base: C.Config | None = None) -> C.Config:
+def resolve_config(args: argparse.Namespace, base: C.Config | None = None,
+                   environment: dict[str, dict[str, Any]] | None = None) -> C.Config:
+    """base (or preset), --config, the environment's values (a SageMaker job's), flags, then --set."""
     cfg = base if base is not None else C.load_preset(args.preset)
     if base is not None and args.preset:
         cfg = C.merge(cfg, C.read_yaml(C.configs_dir() / f"{args.preset}.yaml"), args.preset)
     if args.config:
         cfg = C.merge(cfg, C.read_yaml(args.config), args.config)
+    if environment:
+        cfg = C.merge(cfg, environment, "the SageMaker job environment")
     for flag, (key, _, _) in FLAGS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -64,11 +75,33 @@ def resolve_config(args: argparse.Namespace, base: C.Config | None = None) -> C.
     return C.validate(cfg)
 
 
+def dotted_assignments(extra: Sequence[str]) -> list[str]:
+    """Leftover ``--section.key value`` pairs (hyperparameters naming any config key) as ``--set`` items."""
+    out, i = [], 0
+    while i < len(extra):
+        key = extra[i]
+        if not key.startswith("--") or "." not in key or i + 1 >= len(extra):
+            raise UsageError(f"unrecognized argument {key!r}; see --help (any config key works as --section.key VALUE)")
+        out.append(f"{key[2:]}={extra[i + 1]}")
+        i += 2
+    return out
+
+
 def train_main(argv: Sequence[str]) -> int:
+    from . import sagemaker_job
     from .run import default_run_dir, train_run
 
-    args = train_parser().parse_args(argv)
+    job = sagemaker_job.in_training_job()
+    if job:
+        argv = sagemaker_job.hyperparameter_argv() + list(argv)
+    args, extra = train_parser().parse_known_args(argv)
+    args.set = dotted_assignments(extra) + args.set
     base = None
+    if job and not args.resume:  # a restarted spot job finds its checkpoint and continues
+        out = args.out or sagemaker_job.CHECKPOINT_DIR
+        args.resume = (Path(out) / "checkpoint.pt").is_file()
+        if args.resume:
+            args.out = out
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out RUN_DIR: the run folder to continue")
@@ -76,7 +109,7 @@ def train_main(argv: Sequence[str]) -> int:
         if not saved.is_file():
             raise UsageError(f"--resume: {str(saved)!r} does not exist, so {args.out!r} is not a run folder to resume")
         base = C.load_file(saved)
-    cfg = resolve_config(args, base)
+    cfg = resolve_config(args, base, sagemaker_job.job_overrides() if job and base is None else None)
     if args.print_config:
         print(C.to_yaml(cfg), end="")
         return 0
@@ -86,6 +119,9 @@ def train_main(argv: Sequence[str]) -> int:
     print(f"done: final test_acc={_fmt(summary.get('final_test_acc'))} best test_acc={_fmt(summary.get('best_test_acc'))} "
           f"time={summary['total_time']:.1f}s (selection {summary['select_time']:.1f}s)")
     print(f"model: {summary['model']}")
+    if job:
+        for path in sagemaker_job.export_outputs(run_dir):
+            print(f"exported: {path}")
     return 0
 
 

@@ -22,18 +22,19 @@ from .errors import ConfigError
 
 SELECTORS = ("full", "random", "adaptive-random", "glister")
 GREEDY = ("naive", "stochastic", "batched")
-DATASETS = ("cifar10", "npz", "folder")
+DATASETS = ("auto", "cifar10", "npz", "folder")
 MODELS = ("resnet18", "tiny")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-TRACKERS = ("auto", "local", "none")
+TRACKERS = ("auto", "local", "none", "mlflow")
 
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "cifar10"  # cifar10 | npz | folder
+    dataset: str = "cifar10"  # cifar10 | npz | folder | auto (from what data_dir holds)
     data_dir: str = "data"
+    val_dir: str = ""  # a separate validation set (same format; its training part is used) instead of a split
     download: bool = True  # cifar10 only: fetch the official archive when it is missing
     num_classes: int = 0  # 0 = from the dataset (cifar10: 10; folder: class folders; npz: classes.txt or max label + 1)
     val_fraction: float = 0.1  # held out of train for validation (and GLISTER); never the test set
@@ -91,7 +92,10 @@ class RuntimeConfig:
 class RunConfig:
     out: str = ""  # run folder; empty = runs/<time>-<selector>-f<fraction>-s<seed>
     seed: int = 0
-    tracker: str = "auto"  # auto | local | none: the run folder is always written
+    tracker: str = "auto"  # auto | local | none | mlflow: the run folder is always written
+    tracking_uri: str = ""  # mlflow: empty = sqlite:///mlflow.db in the working directory
+    experiment_name: str = ""  # mlflow experiment / SageMaker experiment; empty = glister-train
+    run_name: str = ""  # empty = the run folder's name
     progress: str = "auto"  # auto (bar on a terminal) | bar | none
 
 

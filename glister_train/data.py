@@ -3,7 +3,8 @@
 Three formats reach the same :class:`Splits`:
 - ``cifar10``: ``torchvision.datasets.CIFAR10(root, download=...)``, the official python batches;
 - ``npz``: ``DIR/train.npz`` (and optionally ``DIR/test.npz``) with ``x`` uint8 (N, H, W, C) and ``y`` int;
-- ``folder``: ``DIR/train/<class>/*.png|jpg`` (and optionally ``DIR/test/<class>/*``).
+- ``folder``: ``DIR/train/<class>/*.png|jpg`` (and optionally ``DIR/test/<class>/*``);
+- ``auto``: whichever of the three ``DIR`` holds (the SageMaker channels' default).
 
 The validation split is a seeded, class-stratified share of the training set (never the test set).
 A batch is an index tensor; augmentation (pad-4 random crop, horizontal flip) and normalization run
@@ -83,13 +84,33 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.
 # ---------------------------------------------------------------- loading
 
 
+def detect_format(root: Path) -> str:
+    """What a folder holds: the official CIFAR-10 batches, train.npz, or train/<class>/ images."""
+    if (root / "cifar-10-batches-py").is_dir():
+        return "cifar10"
+    if root.suffix == ".npz" or (root / "train.npz").is_file():
+        return "npz"
+    if (root / "train").is_dir():
+        return "folder"
+    raise DataError(f"cannot tell the dataset format of {str(root)!r}: expected cifar-10-batches-py/, train.npz "
+                    "or train/<class>/ images in it")
+
+
+def read_dataset(root: Path, dataset: str, cfg: DataConfig) -> tuple[ImageData, ImageData | None, int]:
+    """(train, test or None, number of classes) from a folder in one of the supported formats."""
+    if dataset == "auto":
+        dataset = detect_format(root)
+    reader = {"cifar10": _read_cifar10, "npz": _read_npz, "folder": _read_folder}[dataset]
+    return reader(root, cfg)
+
+
 def load_splits(cfg: DataConfig) -> Splits:
     """Read the dataset named by ``cfg``, check it, subsample and split it."""
     root = Path(cfg.data_dir).expanduser()
-    reader = {"cifar10": _read_cifar10, "npz": _read_npz, "folder": _read_folder}[cfg.dataset]
-    train, test, inferred_classes = reader(root, cfg)
+    train, test, inferred_classes = read_dataset(root, cfg.dataset, cfg)
     num_classes = cfg.num_classes or inferred_classes
-    for name, part in (("train", train), ("test", test)):
+    val = read_dataset(Path(cfg.val_dir).expanduser(), cfg.dataset, cfg)[0] if cfg.val_dir else None
+    for name, part in (("train", train), ("test", test), ("validation", val)):
         if part is not None:
             _check_labels(name, part.y, num_classes, root)
 
@@ -98,6 +119,8 @@ def load_splits(cfg: DataConfig) -> Splits:
         train = train.subset(stratified_sample(train.y, cfg.train_limit, split_gen))
     if test is not None and cfg.test_limit and cfg.test_limit < len(test):
         test = test.subset(stratified_sample(test.y, cfg.test_limit, split_gen))
+    if val is not None:  # a validation set of its own (e.g. SageMaker's validation channel): no split
+        return Splits(train, val, test, num_classes, *channel_stats(train.x))
     n_val = max(1, round(cfg.val_fraction * len(train)))
     if n_val >= len(train):
         raise DataError(f"{root}: {len(train)} training images are too few to hold out val_fraction={cfg.val_fraction}")

@@ -71,7 +71,7 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     }
     atomic_write_json(run_dir / "summary.json", summary)
     epochs_done = int(checkpoint["totals"]["epochs_done"]) if checkpoint else None
-    tracker = make_tracker(cfg.run.tracker, run_dir, epochs_done=epochs_done)
+    tracker = make_tracker(cfg, run_dir, epochs_done=epochs_done, log=log)
     tracker.log_params(flatten(cfg))
     start = time.perf_counter()
     status = "failed"
@@ -92,7 +92,9 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     finally:
         summary.update(status=status, wall_time=time.perf_counter() - start,
                        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        atomic_write_json(run_dir / "summary.json", summary)
         tracker.close(status)
+        if tracker.report():
+            summary["tracking"] = tracker.report()
+        atomic_write_json(run_dir / "summary.json", summary)
     return summary
 

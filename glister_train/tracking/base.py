@@ -34,3 +34,7 @@ class FanOut:
     def close(self, status: str = "completed") -> None:
         for t in self.trackers:
             t.close(status)
+
+    def report(self) -> list[dict[str, Any]]:
+        """What each remote tracker could not deliver (empty when there is none)."""
+        return [t.report() for t in self.trackers if hasattr(t, "report")]

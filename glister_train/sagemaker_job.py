@@ -1,0 +1,71 @@
+"""The SageMaker training-job contract.
+
+Inside a training job (``SM_MODEL_DIR`` or ``TRAINING_JOB_NAME`` set), the same command line runs with:
+- hyperparameters from ``SM_HPS`` (JSON) as defaults, overridden by those on the command line (the
+  toolkit passes both; v3 ``SourceCode(command=...)`` passes only ``SM_HPS``);
+- data from ``SM_CHANNEL_TRAINING`` in any format the harness reads (``dataset: auto``), and
+  ``SM_CHANNEL_VALIDATION``, when given, as the validation set instead of a split;
+- the run folder in the checkpoint directory (``/opt/ml/checkpoints``, which SageMaker syncs to S3
+  and restores before a restarted spot job starts), so a restarted job finds its checkpoint and resumes;
+- at the end, ``model.pt`` (and the resolved config) copied to ``SM_MODEL_DIR`` and the run's
+  small files (config, params, metrics, summary) to ``SM_OUTPUT_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_DIR = "/opt/ml/checkpoints"
+EXPORTED = ("config.yaml", "params.json", "metrics.jsonl", "summary.json")
+
+
+def in_training_job(env: Mapping[str, str] = os.environ) -> bool:
+    return "SM_MODEL_DIR" in env or "TRAINING_JOB_NAME" in env
+
+
+def hyperparameter_argv(env: Mapping[str, str] = os.environ) -> list[str]:
+    """``SM_HPS`` as command-line arguments (``{"fraction": 0.3}`` -> ``["--fraction", "0.3"]``)."""
+    try:
+        hps: dict[str, Any] = json.loads(env.get("SM_HPS") or "{}")
+    except ValueError:
+        return []
+    argv = []
+    for key, value in sorted(hps.items()):
+        if key.startswith("sagemaker_"):
+            continue
+        text = json.dumps(value) if isinstance(value, (bool, list, dict)) else str(value)
+        argv += [f"--{key}", text]
+    return argv
+
+
+def job_overrides(env: Mapping[str, str] = os.environ) -> dict[str, dict[str, Any]]:
+    """Config values implied by the job's environment (explicit hyperparameters still win)."""
+    data: dict[str, Any] = {}
+    if env.get("SM_CHANNEL_TRAINING"):
+        data.update(data_dir=env["SM_CHANNEL_TRAINING"], dataset="auto", download=False)
+    if env.get("SM_CHANNEL_VALIDATION"):
+        data["val_dir"] = env["SM_CHANNEL_VALIDATION"]
+    run: dict[str, Any] = {"out": CHECKPOINT_DIR, "progress": "none"}
+    if env.get("TRAINING_JOB_NAME"):
+        run["run_name"] = env["TRAINING_JOB_NAME"]
+    return {"data": data, "run": run}
+
+
+def export_outputs(run_dir: Path, env: Mapping[str, str] = os.environ) -> list[str]:
+    """Copy the final model to ``SM_MODEL_DIR`` and the run's small files to ``SM_OUTPUT_DATA_DIR``."""
+    written = []
+    for key, names in (("SM_MODEL_DIR", ("model.pt", "config.yaml")), ("SM_OUTPUT_DATA_DIR", EXPORTED)):
+        if not env.get(key):
+            continue
+        target = Path(env[key])
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, target / name)
+                written.append(str(target / name))
+    return written

@@ -1,0 +1,87 @@
+"""Remote trackers: MLflow against a real SQLite store, and the retry-and-report wrapper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from glister_train.run import train_run
+from glister_train.tracking import MemoryTracker, Resilient, read_metrics
+
+from .conftest import tiny_config
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def test_mlflow_run_reads_back_params_metrics_and_model(npz_dir: Path, tmp_path: Path):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = tiny_config(npz_dir, run={"tracker": "mlflow", "tracking_uri": uri, "experiment_name": "exp",
+                                    "run_name": "tiny"})
+    summary = train_run(cfg, tmp_path / "run", log=quiet)
+    assert summary["status"] == "completed" and "tracking" in summary and summary["tracking"][0]["delivered"]
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    [run] = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert run.info.run_name == "tiny" and run.info.status == "FINISHED"
+    assert run.data.params["selection.fraction"] == "0.5" and run.data.params["model.name"] == "tiny"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    local = read_metrics(tmp_path / "run")
+    assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r["train_loss"])) for r in local]
+    assert "model.pt" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+class Flaky(MemoryTracker):
+    """Fails its first ``failures`` calls of any kind, like a throttled or briefly unreachable API."""
+
+    def __init__(self, failures: int):
+        super().__init__()
+        self.failures = failures
+
+    def __getattribute__(self, name):
+        attr = super().__getattribute__(name)
+        if name in ("log_params", "log_metrics", "log_artifact", "close"):
+            def call(*args):
+                if self.failures > 0:
+                    self.failures -= 1
+                    raise ConnectionError("endpoint unreachable")
+                return attr(*args)
+            return call
+        return attr
+
+
+def test_resilient_retries_in_order_and_reports():
+    remote = Flaky(failures=2)
+    warnings = []
+    t = Resilient("flaky", remote, warnings.append)
+    t.log_params({"a": 1})
+    t.log_metrics({"loss": 1.0, "hist": [1, 2], "nan": float("nan")}, step=1)
+    assert remote.metrics == [] and t.report()["undelivered_calls"] == 2
+    t.log_metrics({"loss": 0.5}, step=2)
+    t.close()
+    assert remote.params == {"a": 1}
+    assert remote.metrics == [(1, {"loss": 1.0}), (2, {"loss": 0.5})]  # scalars only, in order
+    assert remote.status == "completed" and t.report()["delivered"] and len(warnings) == 1
+
+
+def test_a_dead_tracker_never_stops_training(npz_dir: Path, tmp_path: Path, monkeypatch):
+    import glister_train.tracking as tracking
+
+    dead = Flaky(failures=10**6)
+    real = tracking.make_tracker
+
+    def with_dead_remote(cfg, run_dir, epochs_done=None, log=print):
+        fan = real(cfg, run_dir, epochs_done, log)
+        fan.trackers.append(Resilient("dead", dead, log))
+        return fan
+
+    monkeypatch.setattr("glister_train.run.make_tracker", with_dead_remote)
+    summary = train_run(tiny_config(npz_dir), tmp_path / "run", log=quiet)
+    assert summary["status"] == "completed"
+    assert len(read_metrics(tmp_path / "run")) == 2  # every metric is in the run folder
+    report = json.loads((tmp_path / "run" / "summary.json").read_text())["tracking"][0]
+    assert report["delivered"] is False and report["undelivered_metric_steps"] == 2
