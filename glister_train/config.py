@@ -26,7 +26,7 @@ DATASETS = ("auto", "cifar10", "npz", "folder")
 MODELS = ("resnet18", "tiny")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-TRACKERS = ("auto", "local", "none", "mlflow")
+TRACKERS = ("auto", "local", "none", "mlflow", "sagemaker")
 
 
 
@@ -92,7 +92,7 @@ class RuntimeConfig:
 class RunConfig:
     out: str = ""  # run folder; empty = runs/<time>-<selector>-f<fraction>-s<seed>
     seed: int = 0
-    tracker: str = "auto"  # auto | local | none | mlflow: the run folder is always written
+    tracker: str = "auto"  # auto (sagemaker inside a job, else local) | local | none | mlflow | sagemaker
     tracking_uri: str = ""  # mlflow: empty = sqlite:///mlflow.db in the working directory
     experiment_name: str = ""  # mlflow experiment / SageMaker experiment; empty = glister-train
     run_name: str = ""  # empty = the run folder's name

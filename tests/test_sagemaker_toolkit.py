@@ -46,7 +46,7 @@ def run_toolkit(base: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run([str(TOOLKIT)], capture_output=True, text=True, timeout=600, env=full_env, cwd=base)
 
 
-HYPERPARAMETERS = {"preset": "smoke", "selector": "glister", "fraction": "0.3", "epochs": "2",
+HYPERPARAMETERS = {"preset": "smoke", "selector": "glister", "fraction": "0.3", "epochs": "2", "tracker": "local",
                    "model.name": "tiny", "runtime.threads": "1"}
 
 

@@ -19,8 +19,11 @@ class Resilient:
     """Wraps a remote tracker: an exception in any call is logged, the call queued and retried on the next
     call and at close. ``report()`` says what was never delivered; the local run folder has it all anyway."""
 
-    def __init__(self, name: str, tracker: Tracker, warn: Callable[[str], None] = print):
-        self.name, self.tracker, self.warn = name, tracker, warn
+    def __init__(self, name: str, tracker: Tracker | Callable[[], Tracker], warn: Callable[[str], None] = print):
+        """``tracker`` may be a factory: creating a remote run is an API call that can fail too."""
+        self.name, self.warn = name, warn
+        self.tracker, self.factory = (None, tracker) if callable(tracker) and not hasattr(tracker, "log_metrics") \
+            else (tracker, None)
         self.pending: list[tuple[str, tuple]] = []
         self.errors: list[str] = []
 
@@ -29,6 +32,8 @@ class Resilient:
         while self.pending:
             name, call_args = self.pending[0]
             try:
+                if self.tracker is None:
+                    self.tracker = self.factory()
                 getattr(self.tracker, name)(*call_args)
             except Exception as exc:  # throttling, outage, bad credentials: training goes on
                 message = f"{type(exc).__name__}: {str(exc)[:200]}"
