@@ -1,0 +1,89 @@
+"""The launcher against a moto server: assert on the CreateTrainingJob request it sent."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from .conftest import write_npz
+from .test_sagemaker_experiments import aws  # noqa: F401  (the moto server fixture)
+
+pytest.importorskip("sagemaker.train")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def launcher():
+    spec = importlib.util.spec_from_file_location("launch_sagemaker", REPO / "experiments" / "launch_sagemaker.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def captured_session(sent: list):
+    import boto3
+    from sagemaker.core.helper.session_helper import Session
+
+    from glister_train.tracking.sagemaker import SDK_CONFIG
+
+    boto = boto3.Session()
+    boto.events.register("provide-client-params.sagemaker.CreateTrainingJob",
+                         lambda params, **_: sent.append(params))
+    boto.client("s3").create_bucket(Bucket="glister-test")
+    return Session(boto_session=boto, default_bucket="glister-test", sagemaker_config=SDK_CONFIG)
+
+
+def test_spot_job_request_has_everything(aws, tmp_path: Path):  # noqa: F811
+    launch = launcher()
+    args = launch.parser().parse_args([
+        "--fraction", "0.3", "--selector", "glister", "--epochs", "300", "--role", "arn:aws:iam::123456789012:role/sm",
+        "--upload-data", str(write_npz(tmp_path / "cifar")), "--validation", "s3://glister-test/val/",
+        "--spot", "--max-run", "3600", "--max-wait", "7200", "--checkpoint-s3", "s3://glister-test/ckpt/",
+        "--experiment-name", "glister-exp", "--hp", "train.lr=0.05"])
+    sent: list[dict] = []
+    session = captured_session(sent)
+    spec = launch.job_spec(args, "us-east-1")
+    launch.submit(spec, session, args.upload_data)
+    [request] = sent
+
+    hps = request["HyperParameters"]
+    assert hps["fraction"] == "0.3" and hps["selector"] == "glister" and hps["epochs"] == "300"
+    assert hps["experiment-name"] == "glister-exp" and hps["run-name"].startswith("glister-f30-")
+    assert hps["train.lr"] == "0.05"
+    algo = request["AlgorithmSpecification"]
+    assert algo["TrainingImage"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-gpu-py311"
+    names = {d["Name"]: d["Regex"] for d in algo["MetricDefinitions"]}
+    assert {"train_loss", "val_acc", "test_acc", "epoch_time", "select_time", "select_objective"} <= set(names)
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert request["CheckpointConfig"] == {"S3Uri": "s3://glister-test/ckpt/", "LocalPath": "/opt/ml/checkpoints"}
+    assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels["training"].startswith("s3://glister-test/glister-train/data/cifar")
+    assert channels["validation"] == "s3://glister-test/val/"
+    assert request["TrainingJobName"].startswith(spec["base_job_name"])
+
+    import boto3  # the uploaded dataset is really in (moto's) S3
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="glister-test")["Contents"]]
+    assert any(k.endswith("cifar/train.npz") for k in keys)
+
+
+def test_job_names_are_unique_per_call():
+    launch = launcher()
+    args = launch.parser().parse_args(["--data", "s3://b/d/"])
+    names = {launch.job_spec(args, "us-east-1")["base_job_name"] for _ in range(20)}
+    assert len(names) == 20
+
+
+def test_dry_run_sends_nothing(capsys):
+    launch = launcher()
+    assert launch.main(["--dry-run", "--data", "s3://b/d/", "--spot", "--max-wait", "90000"]) == 0
+    out = capsys.readouterr().out
+    assert '"spot": true' in out and '"max_wait": 90000' in out
+
+
+def test_spot_without_max_wait_is_refused():
+    launch = launcher()
+    with pytest.raises(SystemExit, match="--spot needs --max-wait"):
+        launch.job_spec(launch.parser().parse_args(["--data", "s3://b/d/", "--spot"]), "us-east-1")
