@@ -39,7 +39,7 @@ def train_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # hyperparameters must name a flag exactly
         description="Train on adaptively selected subsets of the data. Config resolution, later wins: "
                     "configs/base.yaml, --preset, --config, the flags below, --set.",
-        epilog=f"presets: {', '.join(C.preset_names())}. Other commands: none yet.",
+        epilog=f"presets: {', '.join(C.preset_names())}. Other commands: report (python -m glister_train report --help).",
     )
     p.add_argument("--preset", default="", help="a file in configs/ by name, e.g. smoke or cpu-proxy")
     p.add_argument("--config", metavar="FILE", help="a YAML file of overrides (same shape as configs/base.yaml)")
@@ -129,7 +129,13 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-COMMANDS = {"train": train_main}
+def report_command(argv: Sequence[str]) -> int:
+    from .report import report_main
+
+    return report_main(list(argv))
+
+
+COMMANDS = {"train": train_main, "report": report_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,14 +21,14 @@ def launcher():
     return module
 
 
-def captured_session(sent: list):
+def captured_session(sent: list, operation: str = "CreateTrainingJob"):
     import boto3
     from sagemaker.core.helper.session_helper import Session
 
     from glister_train.tracking.sagemaker import SDK_CONFIG
 
     boto = boto3.Session()
-    boto.events.register("provide-client-params.sagemaker.CreateTrainingJob",
+    boto.events.register(f"provide-client-params.sagemaker.{operation}",
                          lambda params, **_: sent.append(params))
     boto.client("s3").create_bucket(Bucket="glister-test")
     return Session(boto_session=boto, default_bucket="glister-test", sagemaker_config=SDK_CONFIG)
@@ -87,3 +87,68 @@ def test_spot_without_max_wait_is_refused():
     launch = launcher()
     with pytest.raises(SystemExit, match="--spot needs --max-wait"):
         launch.job_spec(launch.parser().parse_args(["--data", "s3://b/d/", "--spot"]), "us-east-1")
+
+
+def sweep_module():
+    spec = importlib.util.spec_from_file_location("sweep", REPO / "experiments" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TUNE = {
+    "preset": "cpu-proxy",
+    "tune": {"objective": "val_acc", "max_jobs": 6, "max_parallel_jobs": 2,
+             "ranges": {"fraction": {"type": "continuous", "min": 0.1, "max": 0.5},
+                        "select_every": {"type": "integer", "min": 5, "max": 20},
+                        "selector": {"type": "categorical", "values": ["glister", "adaptive-random"]}},
+             "warm_start": {"type": "TransferLearning", "parents": ["glister-tune-aaaaaa", "glister-tune-bbbbbb"]}},
+}
+LAUNCH = ["--role", "arn:aws:iam::123456789012:role/sm", "--data", "s3://glister-test/cifar/", "--epochs", "40"]
+
+
+@pytest.mark.parametrize("warm_type", ["TransferLearning", "IdenticalDataAndAlgorithm"])
+def test_tuning_job_request_with_warm_start(aws, warm_type):  # noqa: F811
+    sweep = sweep_module()
+    spec = {**TUNE, "tune": {**TUNE["tune"], "warm_start": {**TUNE["tune"]["warm_start"], "type": warm_type}}}
+    sent: list[dict] = []
+    session = captured_session(sent, "CreateHyperParameterTuningJob")
+    name = sweep.sagemaker_tune(spec, LAUNCH, session=session)
+    [request] = sent
+    assert request["HyperParameterTuningJobName"] == name and len(name) <= 32
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "val_acc"}
+    assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 6
+    assert config["ResourceLimits"]["MaxParallelTrainingJobs"] == 2
+    ranges = config["ParameterRanges"]
+    assert ranges["ContinuousParameterRanges"][0]["Name"] == "fraction"
+    assert ranges["IntegerParameterRanges"][0]["Name"] == "select-every"
+    assert ranges["CategoricalParameterRanges"][0]["Values"] == ["glister", "adaptive-random"]
+    warm = request["WarmStartConfig"]
+    assert warm["WarmStartType"] == warm_type
+    assert [p["HyperParameterTuningJobName"] for p in warm["ParentHyperParameterTuningJobs"]] == [
+        "glister-tune-aaaaaa", "glister-tune-bbbbbb"]
+    definition = request["TrainingJobDefinition"]
+    static = definition["StaticHyperParameters"]
+    assert static["epochs"] == "40" and static["preset"] == "cpu-proxy" and "fraction" not in static
+    assert any(d["Name"] == "val_acc" for d in definition["AlgorithmSpecification"]["MetricDefinitions"])
+
+
+def test_too_many_warm_start_parents_is_refused(aws):  # noqa: F811
+    sweep = sweep_module()
+    spec = {**TUNE, "tune": {**TUNE["tune"], "warm_start": {"type": "TransferLearning",
+                                                            "parents": [f"p{i}" for i in range(6)]}}}
+    with pytest.raises(SystemExit, match="SageMaker takes 1 to 5"):
+        sweep.sagemaker_tune(spec, LAUNCH, session=captured_session([], "CreateHyperParameterTuningJob"))
+
+
+def test_one_training_job_per_point(aws):  # noqa: F811
+    sweep = sweep_module()
+    sent: list[dict] = []
+    session = captured_session(sent)
+    todo = [{"selector": "glister", "fraction": 0.3, "seed": 0}, {"selector": "adaptive-random", "fraction": 0.3,
+                                                                  "seed": 1}]
+    names = sweep.sagemaker_jobs(todo, {"preset": "cpu-proxy"}, LAUNCH, session=session)
+    assert len(sent) == 2 and len(set(names)) == 2
+    assert [r["HyperParameters"]["selector"] for r in sent] == ["glister", "adaptive-random"]
+    assert [r["HyperParameters"]["seed"] for r in sent] == ["0", "1"]

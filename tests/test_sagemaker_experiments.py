@@ -73,3 +73,19 @@ def test_server_gone_mid_run_loses_nothing_locally(aws, npz_dir: Path, tmp_path:
     report = json.loads((tmp_path / "run" / "summary.json").read_text())["tracking"][0]
     assert report["delivered"] is False and report["undelivered_metric_steps"] == 2
     assert any("tracker sagemaker" in line and "will retry" in line for line in lines)
+
+
+def test_report_reads_the_experiment_back(aws, npz_dir: Path, tmp_path: Path):
+    from glister_train.report import local_runs, sagemaker_runs, table
+
+    for selector in ("full", "adaptive-random"):
+        cfg = tiny_config(npz_dir, selection={"selector": selector},
+                          run={"tracker": "sagemaker", "experiment_name": "fractions", "run_name": selector})
+        train_run(cfg, tmp_path / selector, log=lambda _: None)
+    remote = {(r["selector"], r["fraction"]): r for r in table(sagemaker_runs("fractions"))}
+    local = {(r["selector"], r["fraction"]): r for r in table(local_runs([str(tmp_path)]))}
+    assert set(remote) == set(local) == {("full", 1.0), ("adaptive-random", 0.5)}
+    for key, row in local.items():
+        assert remote[key]["final_test_acc"] == pytest.approx(row["final_test_acc"])
+        assert remote[key]["best_test_acc"] == pytest.approx(row["best_test_acc"])
+        assert remote[key]["epoch_time"] == pytest.approx(row["epoch_time"])
