@@ -54,6 +54,8 @@ class Resilient:
 
     def close(self, status: str = "completed") -> None:
         self._call("close", status)
+        if self.pending and hasattr(self.tracker, "release"):
+            self.tracker.release()  # the last chance has passed: free what the remote client holds
 
     def report(self) -> dict[str, Any]:
         undelivered = [name for name, _ in self.pending]

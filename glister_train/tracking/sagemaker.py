@@ -49,3 +49,11 @@ class SageMakerTracker:
     def close(self, status: str = "completed") -> None:
         error = None if status == "completed" else RuntimeError(f"run {status}")
         self.run.__exit__(type(error) if error else None, error, None)
+
+    def release(self) -> None:
+        """Leave the SDK's process-wide run context when close() could not be delivered: otherwise the next
+        Run in this process fails as a 'nested' run."""
+        from sagemaker.core.experiments._run_context import _RunContext
+
+        if _RunContext.get_current_run() is self.run:
+            _RunContext.drop_current_run()
