@@ -13,9 +13,27 @@ def resolve(*argv: str) -> C.Config:
     return resolve_config(train_parser().parse_args(list(argv)))
 
 
-@pytest.mark.parametrize("path", sorted(C.configs_dir().glob("*.yaml")), ids=lambda p: p.name)
+CONFIG_FILES = sorted(p for p in C.configs_dir().glob("*.yaml") if not p.name.startswith("sweep"))
+SWEEP_FILES = sorted(C.configs_dir().glob("sweep*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_every_config_file_loads_and_validates(path: Path):
     C.validate(C.merge(C.load_preset("base"), C.read_yaml(path), path.name))
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_every_sweep_point_resolves_to_a_valid_config(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep", Path(__file__).parent.parent / "experiments" / "sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    todo, grid = sweep.points(path)
+    assert todo
+    for point in todo:
+        argv = sweep.command(point, grid, Path("run"), 1, [])[3:]  # drop `python -m glister_train`
+        resolve(*argv[: argv.index("--out")])
 
 
 def test_yaml_round_trip(tmp_path: Path):
