@@ -30,6 +30,17 @@ def write_npz(folder: Path, n_train: int = 200, n_test: int = 80, classes: int =
     return folder
 
 
+def load_script(name: str):
+    """A script in experiments/ as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def npz_dir(tmp_path: Path) -> Path:
     return write_npz(tmp_path / "data")

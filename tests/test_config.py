@@ -24,11 +24,9 @@ def test_every_config_file_loads_and_validates(path: Path):
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_every_sweep_point_resolves_to_a_valid_config(path: Path):
-    import importlib.util
+    from .conftest import load_script
 
-    spec = importlib.util.spec_from_file_location("sweep", Path(__file__).parent.parent / "experiments" / "sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = load_script("sweep")
     todo, grid = sweep.points(path)
     assert todo
     for point in todo:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from .conftest import write_npz
+from .conftest import load_script, write_npz
 from .test_sagemaker_experiments import aws  # noqa: F401  (the moto server fixture)
 
 pytest.importorskip("sagemaker.train")
-REPO = Path(__file__).resolve().parent.parent
 
 
 def launcher():
-    spec = importlib.util.spec_from_file_location("launch_sagemaker", REPO / "experiments" / "launch_sagemaker.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("launch_sagemaker")
 
 
 def captured_session(sent: list, operation: str = "CreateTrainingJob"):
@@ -90,10 +85,7 @@ def test_spot_without_max_wait_is_refused():
 
 
 def sweep_module():
-    spec = importlib.util.spec_from_file_location("sweep", REPO / "experiments" / "sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("sweep")
 
 
 TUNE = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,14 +9,11 @@ import pytest
 
 from glister_train.cli import main as cli_main
 
-REPO = Path(__file__).resolve().parent.parent
+from .conftest import load_script
 
 
 def sweep_module():
-    spec = importlib.util.spec_from_file_location("sweep", REPO / "experiments" / "sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("sweep")
 
 
 def grid_file(tmp_path: Path, npz_dir: Path) -> Path:
