@@ -168,10 +168,6 @@ def _unknown(key: str, choices: list[str]) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}; valid keys: {', '.join(choices)}")
 
 
-def all_keys() -> list[str]:
-    return [f"{s}.{f.name}" for s, kind in _section_types().items() for f in fields(kind)]
-
-
 def merge(cfg: Config, overrides: Mapping[str, Any], source: str = "override") -> Config:
     """Apply a nested ``{section: {key: value}}`` mapping to ``cfg``; unknown keys are errors."""
     if not isinstance(overrides, Mapping):

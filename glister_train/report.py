@@ -118,10 +118,16 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def table(runs: list[RunRecord]) -> list[dict[str, Any]]:
+def by_group(runs: list[RunRecord]) -> dict[tuple[str, float], list[RunRecord]]:
+    """Runs keyed by (selector, fraction): the seeds of one configuration together."""
     groups: dict[tuple[str, float], list[RunRecord]] = defaultdict(list)
     for run in runs:
         groups[(run.selector, run.fraction)].append(run)
+    return groups
+
+
+def table(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    groups = by_group(runs)
     full = groups.get(("full", 1.0))
     full_epoch = statistics.fmean(r.epoch_time for r in full) if full else None
     full_acc = statistics.fmean(r.summary["final_test_acc"] for r in full) if full else None
@@ -175,9 +181,7 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError("report: plots need matplotlib: pip install 'glister-train[report]'") from None
-    groups: dict[tuple[str, float], list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        groups[(run.selector, run.fraction)].append(run)
+    groups = by_group(runs)
     written = []
     for x_axis, name in (("epoch", "accuracy_vs_epoch.png"), ("time", "accuracy_vs_time.png")):
         fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -242,7 +242,3 @@ class GlisterSelector:
             select_objective_random=problem.objective(random_pick),
             select_objective_none=float(-F.cross_entropy(problem.zv, problem.yv)),
         )
-
-    def describe(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("eta", "greedy", "block_size", "epsilon", "per_class", "last_layer",
-                                              "lookahead", "pool_fraction", "precision")}
