@@ -20,6 +20,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--epochs": ("train.epochs", int, "number of epochs"),
     "--batch-size": ("train.batch_size", int, "training batch size"),
     "--lr": ("train.lr", float, "initial learning rate (cosine schedule)"),
+    "--capture-epochs": ("train.capture_epochs", int, "record per-filter statistics for pruning in the last N epochs"),
     "--seed": ("run.seed", int, "seed for initialization, selection, shuffling and augmentation"),
     "--width": ("model.width", int, "ResNet-18 width multiplier (64 = standard)"),
     "--data-dir": ("data.data_dir", str, "dataset folder"),
@@ -39,7 +40,7 @@ def train_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # hyperparameters must name a flag exactly
         description="Train on adaptively selected subsets of the data. Config resolution, later wins: "
                     "configs/base.yaml, --preset, --config, the flags below, --set.",
-        epilog=f"presets: {', '.join(C.preset_names())}. Other commands: report (python -m glister_train report --help).",
+        epilog=f"presets: {', '.join(C.preset_names())}. Other commands: report, prune (python -m glister_train COMMAND --help).",
     )
     p.add_argument("--preset", default="", help="a file in configs/ by name, e.g. smoke or cpu-proxy")
     p.add_argument("--config", metavar="FILE", help="a YAML file of overrides (same shape as configs/base.yaml)")
@@ -135,7 +136,13 @@ def report_command(argv: Sequence[str]) -> int:
     return report_main(list(argv))
 
 
-COMMANDS = {"train": train_main, "report": report_command}
+def prune_command(argv: Sequence[str]) -> int:
+    from .prune_stage import prune_main
+
+    return prune_main(list(argv))
+
+
+COMMANDS = {"train": train_main, "report": report_command, "prune": prune_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

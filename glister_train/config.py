@@ -77,6 +77,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     eval_every: int = 1  # evaluate on validation and test every N epochs (and always at the end)
     eval_batch_size: int = 256  # measured fastest for inference on this CPU (README, "CPU speed")
+    capture_epochs: int = 0  # > 0: collect per-filter statistics (capture.pt) during the last N epochs, for pruning
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,8 @@ def validate(cfg: Config) -> Config:
     check(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
     check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
     check(t.eval_every >= 1, "train.eval_every", t.eval_every, "an integer >= 1")
+    check(0 <= t.capture_epochs <= t.epochs, "train.capture_epochs", t.capture_epochs,
+          f"between 0 and train.epochs ({t.epochs})")
     choice("data.dataset", d.dataset, DATASETS)
     check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1), e.g. 0.1")
     check(d.train_limit >= 0, "data.train_limit", d.train_limit, ">= 0 (0 = the whole training pool)")

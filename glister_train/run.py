@@ -13,8 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from .config import Config, diff, flatten, load_file, to_yaml
-from .data import load_splits
+from .data import Splits, load_splits
 from .errors import TrainingDiverged, UsageError
 from .io import atomic_write_json, atomic_write_text
 from .tracking import make_tracker
@@ -57,10 +59,16 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
                          "drop those options to resume, or start a new run with another --out")
 
 
-def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Load the data, train, and write the run folder; raises on bad input before anything is written."""
+def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[str], None] = print, *,
+              splits: Splits | None = None, model: nn.Module | None = None, arch: dict[str, Any] | None = None,
+              parent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load the data, train, and write the run folder; raises on bad input before anything is written.
+
+    ``model``/``arch`` as for :func:`fit` (fine-tuning a pruned model, say); ``parent`` describes where
+    that model came from: it goes to ``summary.json`` and to the tracker as ``parent.*`` parameters.
+    """
     check_run_dir(run_dir, cfg, resume)
-    splits = load_splits(cfg.data)  # a missing dataset fails here, before the folder exists
+    splits = splits or load_splits(cfg.data)  # a missing dataset fails here, before the folder exists
     checkpoint = read_checkpoint(run_dir / CHECKPOINT) if resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
@@ -69,14 +77,16 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
         "fraction": cfg.selection.fraction, "seed": cfg.run.seed, "epochs": cfg.train.epochs,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if parent:
+        summary["parent"] = parent
     atomic_write_json(run_dir / "summary.json", summary)
     epochs_done = int(checkpoint["totals"]["epochs_done"]) if checkpoint else None
     tracker = make_tracker(cfg, run_dir, epochs_done=epochs_done, log=log)
-    tracker.log_params(flatten(cfg))
+    tracker.log_params({**flatten(cfg), **{f"parent.{k}": v for k, v in (parent or {}).items()}})
     start = time.perf_counter()
     status = "failed"
     try:
-        totals = fit(cfg, splits, run_dir, tracker, checkpoint=checkpoint, log=log)
+        totals = fit(cfg, splits, run_dir, tracker, checkpoint=checkpoint, model=model, arch=arch, log=log)
         status = "completed"
         summary.update(totals, model=str(run_dir / MODEL),
                        total_time=totals["train_time"] + totals["select_time"] + totals["eval_time"])

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .capture import CAPTURE_FILE, FilterStats, save_capture
 from .config import Config, flatten
 from .data import Splits
 from .errors import CheckpointError, TrainingDiverged
@@ -48,39 +49,45 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
 
 
-def make_loader(cfg: Config, splits: Splits, runtime: Runtime) -> AdaptiveSubsetLoader:
+def make_loader(cfg: Config, splits: Splits, runtime: Runtime, pretrained: bool = False) -> AdaptiveSubsetLoader:
     s = cfg.selection
     fraction = 1.0 if s.selector == "full" else s.fraction
     return AdaptiveSubsetLoader(
         splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.epochs,
         select_every=s.select_every, kappa=s.kappa, batch_size=cfg.train.batch_size, mean=splits.mean,
         std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
-        channels_last=runtime.channels_last)
+        channels_last=runtime.channels_last, random_start=not pretrained)
 
 
 def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, checkpoint: dict | None = None,
-        model: nn.Module | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+        model: nn.Module | None = None, arch: dict[str, Any] | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train as ``cfg`` says, writing ``checkpoint.pt`` each epoch and ``model.pt`` at the end; returns totals.
 
-    ``checkpoint``: a state from :func:`read_checkpoint` to continue from.
+    ``checkpoint``: a state from :func:`read_checkpoint` to continue from. ``model``: a trained model
+    to continue training (fine-tuning; its first subset is then selected by the selector, not at
+    random), with its ``arch``; ``arch`` alone: a fresh model of that architecture.
     """
     run_dir = Path(run_dir)
     rt = resolve_runtime(cfg.runtime)
     torch.manual_seed(cfg.run.seed)
-    arch = model_arch(cfg, splits)
+    arch = arch or model_arch(cfg, splits)
+    pretrained = model is not None
     model = (model or build(arch)).to(rt.device, memory_format=rt.memory_format)
     if rt.device.type == "cuda":  # the whole uint8 dataset fits on any GPU; batches are then gathered there
         splits = Splits(splits.train.to(rt.device), splits.val, splits.test, splits.num_classes, splits.mean, splits.std)
-    loader = make_loader(cfg, splits, rt)
+    loader = make_loader(cfg, splits, rt, pretrained)
     t = cfg.train
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
                           weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
     forward = torch.compile(model) if cfg.runtime.compile else model
+    first_capture = t.epochs - t.capture_epochs
+    capture = FilterStats(model, f"training epochs {first_capture + 1}-{t.epochs}") if t.capture_epochs else None
     totals = {"epochs_done": 0, "train_time": 0.0, "select_time": 0.0, "eval_time": 0.0, "best_test_acc": None,
               "best_val_acc": None, "final_test_acc": None, "final_val_acc": None}
     if checkpoint is not None:
-        totals = restore(checkpoint, model, opt, sched, loader)
+        totals = restore(checkpoint, model, opt, sched, loader, capture)
         log(f"resumed from {run_dir / CHECKPOINT} after epoch {totals['epochs_done']}")
     log(f"data: {splits.describe()} | {rt.describe()} | subset {loader.budget} of {len(splits.train)}")
 
@@ -88,7 +95,15 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
         start = time.perf_counter()
         selection = loader.reselect_if_due(epoch, model)
         select_time = time.perf_counter() - start
-        train_loss, train_acc = train_epoch(forward, loader, opt, rt, epoch, bar_enabled(cfg.run.progress))
+        capturing = capture is not None and epoch >= first_capture
+        if capturing:
+            capture.attach()  # hooks on the eager module: this epoch runs uncompiled
+        try:
+            train_loss, train_acc = train_epoch(model if capturing else forward, loader, opt, rt, epoch,
+                                                bar_enabled(cfg.run.progress))
+        finally:
+            if capture is not None:
+                capture.detach()
         sched.step()
         epoch_time = time.perf_counter() - start
         metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
@@ -102,8 +117,11 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
         update_totals(totals, metrics, epoch_time - select_time)
         tracker.log_metrics(metrics, step=epoch + 1)
         log(epoch_line(epoch + 1, metrics))
-        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, sched, loader, totals)
+        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, sched, loader, totals, capture)
 
+    if capture is not None:
+        save_capture(run_dir / CAPTURE_FILE, capture.result())
+        log(f"per-filter statistics of epochs {first_capture + 1}-{t.epochs}: {run_dir / CAPTURE_FILE}")
     save_model(run_dir / MODEL, model, arch)
     tracker.log_artifact(str(run_dir / MODEL))
     return totals
@@ -190,10 +208,11 @@ def selection_line(epoch: int, stats: dict[str, Any]) -> str:
 
 
 def save_checkpoint(path: Path, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                    loader: AdaptiveSubsetLoader, totals: dict[str, Any]) -> None:
+                    loader: AdaptiveSubsetLoader, totals: dict[str, Any], capture: FilterStats | None = None) -> None:
     atomic_torch_save({
         "totals": totals, "config": flatten(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(), "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
+        "capture": capture.state_dict() if capture is not None else None,
     }, path)
 
 
@@ -210,9 +229,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-            loader: AdaptiveSubsetLoader) -> dict[str, Any]:
+            loader: AdaptiveSubsetLoader, capture: FilterStats | None = None) -> dict[str, Any]:
     """Put everything a checkpoint holds back in place; returns the running totals."""
     try:
+        if capture is not None and state.get("capture"):
+            capture.load_state_dict(state["capture"])
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
