@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as C
-from .errors import TrainingDiverged, UsageError
+from .errors import StageFailed, TrainingDiverged, UsageError
 
 # flag -> (config key, type, help); the flags users reach for most, everything else via --set
 FLAGS: dict[str, tuple[str, type, str]] = {
@@ -40,7 +40,8 @@ def train_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # hyperparameters must name a flag exactly
         description="Train on adaptively selected subsets of the data. Config resolution, later wins: "
                     "configs/base.yaml, --preset, --config, the flags below, --set.",
-        epilog=f"presets: {', '.join(C.preset_names())}. Other commands: report, prune (python -m glister_train COMMAND --help).",
+        epilog=f"presets: {', '.join(C.preset_names())}. "
+               "Other commands: report, prune, compile (python -m glister_train COMMAND --help).",
     )
     p.add_argument("--preset", default="", help="a file in configs/ by name, e.g. smoke or cpu-proxy")
     p.add_argument("--config", metavar="FILE", help="a YAML file of overrides (same shape as configs/base.yaml)")
@@ -142,7 +143,13 @@ def prune_command(argv: Sequence[str]) -> int:
     return prune_main(list(argv))
 
 
-COMMANDS = {"train": train_main, "report": report_command, "prune": prune_command}
+def compile_command(argv: Sequence[str]) -> int:
+    from .compile.stage import compile_main
+
+    return compile_main(list(argv))
+
+
+COMMANDS = {"train": train_main, "report": report_command, "prune": prune_command, "compile": compile_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"glister-train: error: {exc}", file=sys.stderr)
         return 2
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, StageFailed) as exc:
         print(f"glister-train: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -26,3 +26,7 @@ class TrainingDiverged(RuntimeError):
             "lower the learning rate (--lr) or use --set runtime.precision=fp32, then start a new run"
         )
         self.epoch, self.step, self.loss = epoch, step, loss
+
+
+class StageFailed(RuntimeError):
+    """A stage's work could not be completed (a remote job failed, say): exit code 1, the message says why."""

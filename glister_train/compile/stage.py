@@ -1,0 +1,240 @@
+"""``python -m glister_train compile``: compile a model with each requested backend, verify and time it.
+
+Every artifact is checked against the eager float32 model on the real test set (top-1 agreement,
+largest logit difference, accuracy) and timed at batch 1 and 64 (median after warm-up, like the
+eager rows). ``compile_report.json`` is written last: an output folder without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import config as C
+from ..data import Splits, load_splits, normalize
+from ..errors import UsageError
+from ..io import atomic_write_json
+from ..latency import BATCHES, input_batch, median_ms, torch_latency
+from ..models import load_model
+from ..runtime import Runtime, available_cores
+from . import neo
+from .backends import BACKENDS, PACKAGES, TVM_TARGETS, BuildContext, Compiled, build
+from .export import data_input_config
+
+REPORT = "compile_report.json"
+
+
+def compile_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="glister-train compile", allow_abbrev=False,
+        description="Export a trained or pruned model, compile it with one or more backends, check every artifact "
+                    "against the eager model on the test set, time it at batch 1 and 64, and optionally submit a "
+                    "SageMaker Neo compilation job.")
+    p.add_argument("--model", required=True, metavar="MODEL",
+                   help="a model.pt (from a run folder or a prune output) or a folder holding one")
+    p.add_argument("--backend", nargs="+", default=["onnxruntime"], metavar="NAME",
+                   help=f"one or more of {', '.join(BACKENDS)}, or all (those installed) [onnxruntime]")
+    p.add_argument("--target", default="llvm", choices=list(TVM_TARGETS),
+                   help="tvm: llvm compiles for this CPU; aarch64 cross-compiles for 64-bit ARM (not run) [llvm]")
+    p.add_argument("--precision", default="auto", choices=C.PRECISIONS,
+                   help="openvino inference precision; auto = bf16 on AMX CPUs [auto]")
+    p.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder (must be new or empty)")
+    p.add_argument("--data-dir", help="dataset for verification and int8 calibration [the model's run config]")
+    p.add_argument("--test-limit", type=int, default=0, help="verify on the first N test images (0 = all) [0]")
+    p.add_argument("--calibration-images", type=int, default=512, help="training images for int8 calibration [512]")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for every backend (0 = all cores) [0]")
+    neo_group = p.add_argument_group("SageMaker Neo")
+    neo_group.add_argument("--neo", metavar="TARGET", help="submit a Neo compilation job for this target device")
+    neo_group.add_argument("--neo-role", default=os.environ.get("SAGEMAKER_ROLE", ""),
+                           help="IAM role ARN for the job [$SAGEMAKER_ROLE]")
+    neo_group.add_argument("--neo-bucket", default="", help="S3 bucket for the model and the compiled output")
+    neo_group.add_argument("--neo-prefix", default="glister-train/neo", help="S3 key prefix [glister-train/neo]")
+    neo_group.add_argument("--neo-framework-version", default="",
+                           help=f"PyTorch version Neo compiles for [{neo.CLOUD_FRAMEWORK_VERSION} for ml_* targets, "
+                                f"{neo.EDGE_FRAMEWORK_VERSION} for edge devices]")
+    neo_group.add_argument("--neo-wait", action="store_true", help="wait for the job to finish")
+    return p
+
+
+def model_path(value: str) -> Path:
+    path = Path(value)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise UsageError(f"--model {value!r}: no such model file; pass a run folder's model.pt or a prune output")
+    return path
+
+
+def backends_to_run(requested: Sequence[str], neo_target: str | None) -> tuple[list[str], list[str]]:
+    """The backends to build, and those `all` skipped because their package is missing."""
+    unknown = [b for b in requested if b not in BACKENDS and b != "all"]
+    if unknown:
+        raise UsageError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(BACKENDS)} or all")
+    skipped: list[str] = []
+    names = []
+    for name in requested:
+        if name == "all":
+            for backend in BACKENDS:
+                if importlib.util.find_spec(PACKAGES[backend]) is None:
+                    skipped.append(backend)
+                else:
+                    names.append(backend)
+        else:
+            names.append(name)
+    if neo_target:
+        names.append("torchscript")  # Neo compiles the TorchScript tarball
+    return list(dict.fromkeys(names)), skipped
+
+
+def data_config(path: Path, data_dir: str | None, test_limit: int) -> C.DataConfig:
+    """The data the model was trained on: its run's config.yaml (a prune output points to its parent run)."""
+    folder = path.parent
+    config = folder / "config.yaml"
+    report = folder / "prune_report.json"
+    if not config.is_file() and report.is_file():
+        config = Path(json.loads(report.read_text())["parent_run"]) / "config.yaml"
+    if config.is_file():
+        data = C.load_file(config).data
+    elif data_dir:
+        data = C.DataConfig(dataset="auto")
+    else:
+        raise UsageError(f"no config.yaml beside {str(path)!r} to find its dataset; pass --data-dir DIR")
+    overrides: dict[str, Any] = {"test_limit": test_limit}
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    return C.validate(C.merge(C.Config(data=data), {"data": overrides}, "compile options")).data
+
+
+def as_numpy(splits: Splits, which: str, limit: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    data = getattr(splits, which)
+    idx = torch.arange(len(data))
+    if limit and limit < len(data):
+        idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:limit]
+    x = normalize(data.x[idx], splits.mean, splits.std).float().contiguous().numpy()
+    return x, data.y[idx].numpy()
+
+
+def logits_of(run, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    return np.concatenate([run(np.ascontiguousarray(x[i : i + batch])) for i in range(0, len(x), batch)])
+
+
+def verify(run, x: np.ndarray, y: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    logits = logits_of(run, x).astype(np.float32)
+    return {"test_acc": float((logits.argmax(1) == y).mean()),
+            "agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
+            "max_abs_diff": float(np.abs(logits - reference).max())}
+
+
+def time_backend(run, shape: tuple[int, ...]) -> dict[str, float]:
+    out = {}
+    for batch, warmup, repeats in BATCHES:
+        x = input_batch(batch, shape).numpy()
+        out[f"latency_b{batch}_ms"] = median_ms(lambda x=x: run(x), warmup, repeats)
+    return out
+
+
+def eager_rows(model: nn.Module, threads: int, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...]) -> list[dict]:
+    rows = []
+    for precision in ("fp32", "bf16"):
+        rt = Runtime(torch.device("cpu"), precision, True, threads)
+        net = model.to(memory_format=torch.channels_last)
+
+        @torch.no_grad()
+        def run(batch: np.ndarray, rt: Runtime = rt, net: nn.Module = net) -> np.ndarray:
+            with rt.autocast():
+                return net(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).float().numpy()
+
+        logits = logits_of(run, x)
+        rows.append({"backend": f"eager {precision}", "detail": "PyTorch eager, channels_last" +
+                     (", bf16 autocast" if precision == "bf16" else ""), "files": [], "size_bytes": 0,
+                     "build_time_s": 0.0, **torch_latency(net, rt, shape), "_logits": logits})
+    reference = rows[0].pop("_logits")
+    rows[0].update(test_acc=float((reference.argmax(1) == y).mean()), agreement=1.0, max_abs_diff=0.0)
+    bf16 = rows[1].pop("_logits")
+    rows[1].update(test_acc=float((bf16.argmax(1) == y).mean()),
+                   agreement=float((bf16.argmax(1) == reference.argmax(1)).mean()),
+                   max_abs_diff=float(np.abs(bf16 - reference).max()))
+    model.to(memory_format=torch.contiguous_format)
+    return rows, reference
+
+
+def compile_main(argv: Sequence[str]) -> int:
+    args = compile_parser().parse_args(list(argv))
+    path = model_path(args.model)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {str(out)!r} already exists and is not empty; choose another folder or delete it")
+    if args.neo:
+        neo.check_target(args.neo)
+        if not args.neo_role or not args.neo_bucket:
+            raise UsageError("--neo needs --neo-role ARN (or SAGEMAKER_ROLE) and --neo-bucket NAME")
+    names, skipped = backends_to_run(args.backend, args.neo)
+    for name in names:  # a missing package fails before any work
+        if importlib.util.find_spec(PACKAGES[name]) is None:
+            extra = "tvm" if name == "tvm" else "compile"
+            raise UsageError(f"backend {name} needs the {PACKAGES[name]} package: pip install 'glister-train[{extra}]'")
+    threads = args.threads or available_cores()
+    torch.set_num_threads(threads)
+    model, arch = load_model(path)
+    model.eval()
+    splits = load_splits(data_config(path, args.data_dir, args.test_limit))
+    shape = tuple(splits.test.x.shape[1:])
+    x, y = as_numpy(splits, "test")
+    calibration, _ = as_numpy(splits, "train", args.calibration_images, seed=0)
+    print(f"model: {path} | test images: {len(x)} | threads: {threads} | backends: {', '.join(names)}"
+          + (f" (skipped, not installed: {', '.join(skipped)})" if skipped else ""), flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows, reference = eager_rows(model, threads, x, y, shape)
+    ctx = BuildContext(shape, threads, args.precision, calibration, out, args.target)
+    for name in names:
+        print(f"{name}: compiling ...", flush=True)
+        compiled: Compiled = build(name, model, ctx)
+        row = {"backend": name, "detail": compiled.detail, "files": [str(f) for f in compiled.files],
+               "size_bytes": compiled.size, "build_time_s": compiled.build_time}
+        if compiled.run is not None:
+            row.update(verify(compiled.run, x, y, reference))
+            row.update(time_backend(compiled.run, shape))
+        rows.append(row)
+        print(f"{name}: done in {compiled.build_time:.1f}s -> {', '.join(row['files'])}", flush=True)
+    report: dict[str, Any] = {
+        "model": str(path), "arch": arch, "threads": threads, "test_images": len(x), "input_shape": list(shape),
+        "preprocess": {"scale": "x / 255", "mean": splits.mean.flatten().tolist(), "std": splits.std.flatten().tolist(),
+                       "layout": "NCHW float32"},
+        "skipped": skipped, "rows": rows,
+    }
+    if args.neo:
+        report["neo"] = neo.submit(out / "torchscript" / "model.tar.gz", data_input_config(shape), args.neo,
+                                   args.neo_role, args.neo_bucket, args.neo_prefix, args.neo_framework_version,
+                                   args.neo_wait)
+    atomic_write_json(out / REPORT, report)
+    print(table(rows))
+    print(f"report: {out / REPORT}")
+    return 0
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    timed = [r for r in rows if "latency_b1_ms" in r]
+    best_eager = {b: min(r[f"latency_b{b}_ms"] for r in rows if r["backend"].startswith("eager")) for b in (1, 64)}
+    lines = [f"{'backend':<17} {'size':>8} {'build s':>7} {'b1 ms':>7} {'b64 ms':>7} {'vs eager b1/b64':>15} "
+             f"{'test acc':>8} {'agree':>7} {'max |dlogit|':>12}"]
+    for r in rows:
+        size = f"{r['size_bytes'] / 1e6:.2f}MB" if r["size_bytes"] else "-"
+        if r in timed:
+            speed = f"{best_eager[1] / r['latency_b1_ms']:.2f}x/{best_eager[64] / r['latency_b64_ms']:.2f}x"
+            lines.append(f"{r['backend']:<17} {size:>8} {r['build_time_s']:>7.1f} {r['latency_b1_ms']:>7.3f} "
+                         f"{r['latency_b64_ms']:>7.2f} {speed:>15} {100 * r['test_acc']:>7.2f}% "
+                         f"{100 * r['agreement']:>6.2f}% {r['max_abs_diff']:>12.2e}")
+        else:
+            lines.append(f"{r['backend']:<17} {size:>8} {r['build_time_s']:>7.1f} {'(' + r['detail'] + ')':>60}")
+    lines.append("vs eager = the faster eager row at that batch size (fp32 or bf16 autocast)")
+    return "\n".join(lines)
