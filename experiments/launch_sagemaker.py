@@ -51,7 +51,9 @@ def parser() -> argparse.ArgumentParser:
     job.add_argument("--validation", help="S3 URI of a validation channel (used instead of a split)")
     job.add_argument("--upload-data", metavar="DIR", help="upload this local folder first and use it as --data")
     job.add_argument("--instance-type", default="ml.g5.xlarge")
-    job.add_argument("--instance-count", type=int, default=1)
+    job.add_argument("--instance-count", type=int, default=1, help="instances; more than 1 trains data-parallel")
+    job.add_argument("--processes-per-host", type=int, default=0,
+                     help="torchrun processes per instance, usually one per GPU (0: the SDK default, one per GPU)")
     job.add_argument("--framework-version", default="2.5", help="PyTorch training image version")
     job.add_argument("--py-version", default="py311")
     job.add_argument("--region", help="default: the session's")
@@ -103,6 +105,9 @@ def job_spec(args: argparse.Namespace, region: str) -> dict[str, Any]:
         "channels": channels, "spot": args.spot, "max_run": args.max_run, "max_wait": args.max_wait,
         "checkpoint_s3": args.checkpoint_s3, "output_s3": args.output_s3,
         "metric_definitions": metric_definitions(), "role": args.role,
+        # data parallel under torchrun (SDK v3 Torchrun); None = one plain process
+        "torchrun": ({"process_count_per_node": args.processes_per_host or None}
+                     if args.instance_count > 1 or args.processes_per_host > 1 else None),
     }
 
 
@@ -119,6 +124,7 @@ def build_trainer(spec: dict[str, Any], source_dir: Path, session):
     from sagemaker.core.shapes import CheckpointConfig, MetricDefinition, OutputDataConfig
     from sagemaker.core.training.configs import Compute, SourceCode, StoppingCondition
     from sagemaker.train import ModelTrainer
+    from sagemaker.train.distributed import Torchrun
 
     stopping = StoppingCondition(max_runtime_in_seconds=spec["max_run"])
     if spec["max_wait"]:
@@ -130,6 +136,7 @@ def build_trainer(spec: dict[str, Any], source_dir: Path, session):
         compute=Compute(instance_type=spec["instance_type"], instance_count=spec["instance_count"],
                         enable_managed_spot_training=spec["spot"] or None),
         stopping_condition=stopping, hyperparameters=spec["hyperparameters"],
+        distributed=Torchrun(**spec["torchrun"]) if spec["torchrun"] else None,
         output_data_config=OutputDataConfig(s3_output_path=spec["output_s3"]) if spec["output_s3"] else None,
     )
     if spec["checkpoint_s3"]:

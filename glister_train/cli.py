@@ -23,6 +23,9 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--capture-epochs": ("train.capture_epochs", int, "record per-filter statistics for pruning in the last N epochs"),
     "--seed": ("run.seed", int, "seed for initialization, selection, shuffling and augmentation"),
     "--width": ("model.width", int, "ResNet-18 width multiplier (64 = standard)"),
+    "--init-from": ("model.init_from", str, "start from this model file or run folder (its architecture and weights)"),
+    "--freeze": ("model.freeze", str, "keep every stage up to this one fixed, e.g. layer3 (resnet18: stem, layer1-4)"),
+    "--num-classes": ("data.num_classes", int, "number of classes (0 = from the dataset); a new classifier if it differs"),
     "--data-dir": ("data.data_dir", str, "dataset folder"),
     "--dataset": ("data.dataset", str, f"one of {', '.join(C.DATASETS)}"),
     "--device": ("runtime.device", str, f"one of {', '.join(C.DEVICES)}"),
@@ -90,7 +93,7 @@ def dotted_assignments(extra: Sequence[str]) -> list[str]:
 
 
 def train_main(argv: Sequence[str]) -> int:
-    from . import sagemaker_job
+    from . import distributed, sagemaker_job
     from .run import default_run_dir, train_run
 
     job = sagemaker_job.in_training_job()
@@ -115,9 +118,23 @@ def train_main(argv: Sequence[str]) -> int:
     if args.print_config:
         print(C.to_yaml(cfg), end="")
         return 0
-    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
-    print(f"run folder: {run_dir}", flush=True)
-    summary = train_run(cfg, run_dir, resume=args.resume, log=lambda line: print(line, flush=True))
+    device = distributed.setup(cfg.runtime.device)
+    main_rank = distributed.is_main()
+    try:
+        # rank 0's view wins: on other instances the checkpoint (and so the config to resume) may be missing
+        cfg, resume, out = distributed.broadcast((cfg, args.resume, str(cfg.run.out or default_run_dir(cfg))))
+        run_dir = Path(out)
+        log = (lambda line: print(line, flush=True)) if main_rank else (lambda line: None)
+        if device is not None:
+            log(f"torchrun: rank {distributed.rank()} of {distributed.world()} on {device}")
+        elif job and sagemaker_job.warn_if_launcher_lost(log):
+            return 0
+        log(f"run folder: {run_dir}")
+        summary = train_run(cfg, run_dir, resume=resume, log=log)
+    finally:
+        distributed.shutdown()
+    if not main_rank:
+        return 0
     print(f"done: final test_acc={_fmt(summary.get('final_test_acc'))} best test_acc={_fmt(summary.get('best_test_acc'))} "
           f"time={summary['total_time']:.1f}s (selection {summary['select_time']:.1f}s)")
     print(f"model: {summary['model']}")

@@ -48,6 +48,8 @@ class DataConfig:
 class ModelConfig:
     name: str = "resnet18"  # resnet18 | tiny
     width: int = 64  # channels of the first stage; 64 is the standard ResNet-18
+    init_from: str = ""  # a model file or run folder: start from its architecture and weights (warm start)
+    freeze: str = ""  # keep every stage up to and including this one fixed (e.g. layer3: train layer4 and fc)
 
 
 @dataclass(frozen=True)

@@ -65,20 +65,30 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (x.float().div_(255) - mean).div_(std)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding by ``pad`` and random horizontal flip, for a whole uint8 batch."""
-    b, _, h, w = x.shape
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4, positions: torch.Tensor | None = None,
+            batch: int | None = None) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` and random horizontal flip, for a whole uint8 batch.
+
+    Under data parallelism ``x`` is one rank's part of a global batch of ``batch`` images, at
+    ``positions`` in it: the draws are made for the whole global batch (the same on every rank) and
+    each rank applies its own, so N ranks augment exactly as one process would.
+    """
+    b = x.shape[0] if batch is None else batch
     # draw on the generator's device (CPU) so runs are reproducible whatever device holds the data
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    if positions is not None:
+        dy, dx, flip = dy[positions], dx[positions], flip[positions]
+    dy, dx, flip = dy.to(x.device), dx.to(x.device), flip.to(x.device)
+    b, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = dx[:, None] + torch.arange(w, device=x.device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    image = torch.arange(b, device=x.device)[:, None, None, None]
     chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
+    return padded[image, chan, rows, cols]
 
 
 # ---------------------------------------------------------------- loading

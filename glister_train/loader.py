@@ -8,11 +8,14 @@ Schedule for ``E`` epochs, warm start ``kappa`` and period ``R`` (``select_every
   about the data, so the first subset at epoch 0 is uniformly random, as in CORDS.
 
 Iterating never advances the schedule and ``len(loader)`` is the number of batches one pass yields.
+
+Under data parallelism every rank holds the same subset and the same generators, so all ranks walk
+the same global batches; each takes its contiguous share (:func:`distributed.shard`) and scales its
+loss so that DDP's gradient average equals the single-process gradient of the global batch.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed
 from .data import ImageData, augment, normalize
 from .selection import RandomSelector, Selection, SubsetSelector, budget_for
 
@@ -30,6 +34,8 @@ class Batch:
     x: torch.Tensor  # float, normalized (and augmented), on the device
     y: torch.Tensor
     w: torch.Tensor  # per-example loss weights
+    weight_total: torch.Tensor  # sum of the weights over the global batch (all ranks)
+    ranks: int = 1  # loss = sum(w * loss) * ranks / weight_total: DDP's average then matches one process
 
 
 class AdaptiveSubsetLoader:
@@ -75,6 +81,7 @@ class AdaptiveSubsetLoader:
         stats.setdefault("selector", selector.name)
         if self.selected_at is not None:  # share of the new subset that was in the previous one
             stats["select_overlap"] = float(torch.isin(selection.indices, self.selection.indices).sum()) / len(selection)
+        distributed.check_same(selection.indices, f"the subset selected at epoch {epoch + 1}")
         labels = self.train.y[selection.indices.to(self.train.y.device)]
         stats["select_class_hist"] = torch.bincount(labels, minlength=int(self.train.y.max()) + 1).tolist()
         self.selection, self.selected_at = selection, epoch
@@ -83,21 +90,29 @@ class AdaptiveSubsetLoader:
     # ------------------------------------------------------------ batches
 
     def __len__(self) -> int:
-        return math.ceil(len(self.selection) / self.batch_size)
+        full, rest = divmod(len(self.selection), self.batch_size)
+        return full + (rest >= distributed.world())  # a last batch smaller than the rank count is dropped
 
     def __iter__(self) -> Iterator[Batch]:
         sel = self.selection
         order = torch.randperm(len(sel), generator=self.shuffle_gen)
+        ranks = distributed.world()
         for start in range(0, len(order), self.batch_size):
             pick = order[start : start + self.batch_size]
+            size = len(pick)
+            if size < ranks:  # some rank would get nothing; DDP needs every rank in every step
+                break
+            mine = torch.arange(size)[distributed.shard(size)]
+            total = sel.weights[pick].sum()
+            pick = pick[mine]
             idx = sel.indices[pick].to(self.train.x.device)
             x = self.train.x[idx]
             if self.augment:
-                x = augment(x, self.augment_gen)
+                x = augment(x, self.augment_gen, positions=mine, batch=size)
             x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std)
             yield Batch(x.contiguous(memory_format=self.memory_format),
                         self.train.y[idx].to(self.device, non_blocking=True),
-                        sel.weights[pick].to(self.device, non_blocking=True))
+                        sel.weights[pick].to(self.device, non_blocking=True), total.to(self.device), ranks)
 
     # ------------------------------------------------------------ checkpoints
 

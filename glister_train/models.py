@@ -85,6 +85,11 @@ class ResNet18(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.embed(x))
 
+    def stages(self) -> list[tuple[str, list[nn.Module]]]:
+        """Named stages from input to output (what ``--freeze`` counts up to)."""
+        return [("stem", [self.conv1, self.bn1]), ("layer1", [self.layer1]), ("layer2", [self.layer2]),
+                ("layer3", [self.layer3]), ("layer4", [self.layer4]), ("fc", [self.fc])]
+
     def activation_sites(self) -> dict[str, list[str]]:
         """Each ReLU -> the convs whose output channels it carries (for per-filter activation statistics)."""
         sites = {"relu": ["conv1"]}
@@ -125,6 +130,9 @@ class TinyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.embed(x))
+
+    def stages(self) -> list[tuple[str, list[nn.Module]]]:
+        return [("conv1", [self.conv1]), ("conv2", [self.conv2]), ("fc", [self.fc])]
 
     def activation_sites(self) -> dict[str, list[str]]:
         return {"relu1": ["conv1"], "relu2": ["conv2"]}

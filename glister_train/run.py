@@ -15,11 +15,12 @@ from typing import Any
 
 from torch import nn
 
+from . import distributed
 from .config import Config, diff, flatten, load_file, to_yaml
 from .data import Splits, load_splits
 from .errors import TrainingDiverged, UsageError
 from .io import atomic_write_json, atomic_write_text
-from .tracking import make_tracker
+from .tracking import FanOut, make_tracker
 from .train import CHECKPOINT, MODEL, fit, read_checkpoint
 
 # keys that may differ between a run and its resumption: they change how it is shown, not what it computes
@@ -66,10 +67,18 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
 
     ``model``/``arch`` as for :func:`fit` (fine-tuning a pruned model, say); ``parent`` describes where
     that model came from: it goes to ``summary.json`` and to the tracker as ``parent.*`` parameters.
+
+    Under torchrun, rank 0 does all of this; the other ranks train beside it with the checkpoint it
+    read (the run folder may exist on rank 0's machine only) and write nothing.
     """
+    if not distributed.is_main():
+        splits = splits or load_splits(cfg.data)
+        checkpoint = distributed.broadcast(None)
+        totals = fit(cfg, splits, run_dir, FanOut([]), checkpoint=checkpoint, model=model, arch=arch, log=lambda _: None)
+        return {**totals, "status": "completed", "rank": distributed.rank()}
     check_run_dir(run_dir, cfg, resume)
     splits = splits or load_splits(cfg.data)  # a missing dataset fails here, before the folder exists
-    checkpoint = read_checkpoint(run_dir / CHECKPOINT) if resume else None
+    checkpoint = distributed.broadcast(read_checkpoint(run_dir / CHECKPOINT) if resume else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     summary: dict[str, Any] = {

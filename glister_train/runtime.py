@@ -59,6 +59,7 @@ def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
     if precision == "auto":
         fast_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_amx()
         precision = "bf16" if fast_bf16 else "fp32"
-    threads = cfg.threads or available_cores()
+    # torchrun starts LOCAL_WORLD_SIZE processes per machine: they share its cores
+    threads = cfg.threads or max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     return Runtime(torch.device(device), precision, cfg.channels_last, threads)

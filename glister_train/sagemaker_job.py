@@ -69,3 +69,36 @@ def export_outputs(run_dir: Path, env: Mapping[str, str] = os.environ) -> list[s
                 shutil.copy2(run_dir / name, target / name)
                 written.append(str(target / name))
     return written
+
+
+def launcher_lost(env: Mapping[str, str] = os.environ) -> str:
+    """Why this job should be running under torchrun but is not ('' when nothing is lost).
+
+    SageMaker tuning jobs start the entry point through the container's legacy toolkit
+    (``python train.py --key value``), which drops a ModelTrainer's Torchrun setting.
+    """
+    if int(env.get("WORLD_SIZE", "1")) > 1:
+        return ""
+    hosts = json.loads(env.get("SM_HOSTS") or "[]")
+    gpus = int(env.get("SM_NUM_GPUS") or 0)
+    if len(hosts) > 1:
+        return f"the job has {len(hosts)} instances"
+    if gpus > 1:
+        return f"the instance has {gpus} GPUs"
+    return ""
+
+
+def warn_if_launcher_lost(log, env: Mapping[str, str] = os.environ) -> bool:
+    """Say so when the job asked for more than one process but got one; True on hosts that should stay idle."""
+    reason = launcher_lost(env)
+    if not reason:
+        return False
+    log(f"launcher: {reason} but this process was not started by torchrun (no WORLD_SIZE): it trains alone, "
+        "on one device. Tuning jobs start the entry point through the legacy toolkit, which drops Torchrun; "
+        "use a plain training job (launch_sagemaker.py --processes-per-host N) to train data-parallel.")
+    hosts = json.loads(env.get("SM_HOSTS") or "[]")
+    idle = len(hosts) > 1 and env.get("SM_CURRENT_HOST", hosts[0]) != hosts[0]
+    if idle:
+        log(f"launcher: {env.get('SM_CURRENT_HOST')} is not the first instance ({hosts[0]}): it stays idle so that "
+            "only one copy of the run writes the model")
+    return idle

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
+from . import distributed, warmstart
 from .capture import CAPTURE_FILE, FilterStats, save_capture
 from .config import Config, flatten
 from .data import Splits
@@ -66,22 +68,35 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
 
     ``checkpoint``: a state from :func:`read_checkpoint` to continue from. ``model``: a trained model
     to continue training (fine-tuning; its first subset is then selected by the selector, not at
-    random), with its ``arch``; ``arch`` alone: a fresh model of that architecture.
+    random), with its ``arch``; ``arch`` alone: a fresh model of that architecture. ``model.init_from``
+    in the config does the same from a file (see :mod:`warmstart`).
+
+    Under torchrun every rank calls this; rank 0 alone writes files and logs (see :mod:`distributed`).
     """
     run_dir = Path(run_dir)
     rt = resolve_runtime(cfg.runtime)
     torch.manual_seed(cfg.run.seed)
     arch = arch or model_arch(cfg, splits)
-    pretrained = model is not None
-    model = (model or build(arch)).to(rt.device, memory_format=rt.memory_format)
+    if cfg.model.init_from and model is None:
+        arch = warmstart.inherited_arch(cfg.model.init_from, arch)
+        log(f"init: architecture from {cfg.model.init_from}: {warmstart.describe_arch(arch)}")
+    pretrained = model is not None or bool(cfg.model.init_from)
+    model = model or build(arch)
+    frozen = warmstart.prepare(model, cfg.model.init_from if checkpoint is None else "", cfg.model.freeze, log)
+    model = model.to(rt.device, memory_format=rt.memory_format)
     if rt.device.type == "cuda":  # the whole uint8 dataset fits on any GPU; batches are then gathered there
         splits = Splits(splits.train.to(rt.device), splits.val, splits.test, splits.num_classes, splits.mean, splits.std)
     loader = make_loader(cfg, splits, rt, pretrained)
     t = cfg.train
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
-                          weight_decay=t.weight_decay)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=t.lr, momentum=t.momentum,
+                          nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
-    forward = torch.compile(model) if cfg.runtime.compile else model
+    eager = model
+    if distributed.active():  # gradients averaged over ranks; DDP also broadcasts rank 0's weights now
+        eager = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        log(f"data parallel: {distributed.world()} processes ({torch.distributed.get_backend()}), "
+            f"{t.batch_size} images per step in all")
+    forward = torch.compile(eager) if cfg.runtime.compile else eager
     first_capture = t.epochs - t.capture_epochs
     capture = FilterStats(model, f"training epochs {first_capture + 1}-{t.epochs}") if t.capture_epochs else None
     totals = {"epochs_done": 0, "train_time": 0.0, "select_time": 0.0, "eval_time": 0.0, "best_test_acc": None,
@@ -99,8 +114,8 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
         if capturing:
             capture.attach()  # hooks on the eager module: this epoch runs uncompiled
         try:
-            train_loss, train_acc = train_epoch(model if capturing else forward, loader, opt, rt, epoch,
-                                                bar_enabled(cfg.run.progress))
+            train_loss, train_acc = train_epoch(eager if capturing else forward, loader, opt, rt, epoch,
+                                                bar_enabled(cfg.run.progress) and distributed.is_main(), frozen)
         finally:
             if capture is not None:
                 capture.detach()
@@ -117,20 +132,24 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
         update_totals(totals, metrics, epoch_time - select_time)
         tracker.log_metrics(metrics, step=epoch + 1)
         log(epoch_line(epoch + 1, metrics))
-        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, sched, loader, totals, capture)
+        if distributed.is_main():
+            save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, sched, loader, totals, capture)
 
-    if capture is not None:
-        save_capture(run_dir / CAPTURE_FILE, capture.result())
-        log(f"per-filter statistics of epochs {first_capture + 1}-{t.epochs}: {run_dir / CAPTURE_FILE}")
-    save_model(run_dir / MODEL, model, arch)
-    tracker.log_artifact(str(run_dir / MODEL))
+    if distributed.is_main():
+        if capture is not None:
+            save_capture(run_dir / CAPTURE_FILE, capture.result())
+            log(f"per-filter statistics of epochs {first_capture + 1}-{t.epochs}: {run_dir / CAPTURE_FILE}")
+        save_model(run_dir / MODEL, model, arch)
+        tracker.log_artifact(str(run_dir / MODEL))
+    distributed.barrier()  # no rank leaves before the model is on disk
     return totals
 
 
 def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim.Optimizer, rt: Runtime,
-                epoch: int, show_bar: bool) -> tuple[float, float]:
-    """One pass over the current subset; returns the weighted mean loss and the accuracy."""
+                epoch: int, show_bar: bool, frozen: list[nn.Module] = ()) -> tuple[float, float]:
+    """One pass over the current subset; returns the weighted mean loss and the accuracy (over all ranks)."""
     model.train()
+    warmstart.keep_frozen(frozen)
     progress = Progress(len(loader), f"epoch {epoch + 1}", show_bar)
     loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     weight_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
@@ -140,28 +159,34 @@ def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim
         with rt.autocast():
             logits = model(batch.x)
         losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
-        loss = (losses * batch.w).sum() / batch.w.sum()
+        loss = (losses * batch.w).sum() * batch.ranks / batch.weight_total
         if not torch.isfinite(loss):
             progress.close()
             raise TrainingDiverged(epoch + 1, step + 1, float(loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_sum += loss.detach() * batch.w.sum()
+        loss_sum += (losses.detach() * batch.w).sum()
         weight_sum += batch.w.sum()
         correct += (logits.detach().argmax(1) == batch.y).sum()
         seen += len(batch.y)
         progress.update(step + 1, loss.detach())
     progress.close()
-    return float(loss_sum / weight_sum), int(correct) / seen
+    loss_sum, weight_sum, correct, seen = distributed.all_sum([float(loss_sum), float(weight_sum), float(correct), seen])
+    return loss_sum / weight_sum, correct / seen
 
 
 def evaluate_splits(model: nn.Module, splits: Splits, rt: Runtime, batch_size: int) -> dict[str, float]:
     start = time.perf_counter()
     out = {}
     for name, data in (("val", splits.val), ("test", splits.test)):
-        if data is not None:
+        if data is not None and not distributed.active():
             out[f"{name}_loss"], out[f"{name}_acc"] = evaluate(model, data, splits.mean, splits.std, rt, batch_size)
+        elif data is not None:  # each rank evaluates its shard; the sums are combined
+            part = data.subset(torch.arange(len(data))[distributed.shard(len(data))])
+            loss, acc = evaluate(model, part, splits.mean, splits.std, rt, batch_size) if len(part) else (0.0, 0.0)
+            loss_sum, correct, n = distributed.all_sum([loss * len(part), acc * len(part), len(part)])
+            out[f"{name}_loss"], out[f"{name}_acc"] = loss_sum / n, correct / n
     out["eval_time"] = time.perf_counter() - start
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,26 @@ def test_one_training_job_per_point(aws):  # noqa: F811
     assert len(sent) == 2 and len(set(names)) == 2
     assert [r["HyperParameters"]["selector"] for r in sent] == ["glister", "adaptive-random"]
     assert [r["HyperParameters"]["seed"] for r in sent] == ["0", "1"]
+
+
+def test_data_parallel_job_runs_under_torchrun(aws, tmp_path: Path):  # noqa: F811
+    import boto3
+
+    launch = launcher()
+    args = launch.parser().parse_args([
+        "--role", "arn:aws:iam::123456789012:role/sm", "--data", "s3://glister-test/cifar/", "--instance-count", "2",
+        "--processes-per-host", "4", "--instance-type", "ml.g5.12xlarge"])
+    sent: list[dict] = []
+    session = captured_session(sent)
+    spec = launch.job_spec(args, "us-east-1")
+    assert spec["torchrun"] == {"process_count_per_node": 4}
+    launch.submit(spec, session)
+    [request] = sent
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    # the SDK ships the Torchrun setting with the code: its driver starts torchrun from it
+    s3 = boto3.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="glister-test")["Contents"]]
+    [config] = [k for k in keys if k.endswith("distributed.json")]
+    assert json.loads(s3.get_object(Bucket="glister-test", Key=config)["Body"].read())["process_count_per_node"] == 4
+    single = launch.job_spec(launch.parser().parse_args(["--data", "s3://b/d/"]), "us-east-1")
+    assert single["torchrun"] is None

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import distributed
 from ..data import ImageData, normalize
 from .base import Selection
 
@@ -188,19 +189,24 @@ class GlisterSelector:
 
     @torch.no_grad()
     def features(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Penultimate features (float32) and float32 logits of un-augmented images, in eval mode."""
+        """Penultimate features (float32) and float32 logits of un-augmented images, in eval mode.
+
+        Under data parallelism each rank embeds its shard and every rank receives all the features.
+        """
         embed, fc = last_layer_parts(model)
         was_training = model.training
         model.eval()
+        mine = images[distributed.shard(len(images))]
         try:
             parts = []
-            for start in range(0, len(images), self.batch_size):
-                x = normalize(images[start : start + self.batch_size].to(self.device), self.mean, self.std)
+            for start in range(0, len(mine), self.batch_size):
+                x = normalize(mine[start : start + self.batch_size].to(self.device), self.mean, self.std)
                 with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
                     parts.append(embed(x.contiguous(memory_format=self.memory_format)).float())
         finally:
             model.train(was_training)
         h = torch.cat(parts).cpu() if parts else torch.zeros(0, fc.in_features)
+        h = distributed.gather_rows(h, len(images))
         return h, h @ fc.weight.detach().float().cpu().T + fc.bias.detach().float().cpu()
 
     def problem(self, model: nn.Module, train: ImageData, val: ImageData, pool: torch.Tensor) -> LastLayerProblem:
