@@ -145,15 +145,20 @@ def ratio_for(model: nn.Module, importance: CapturedImportance, target: str, amo
         raise UsageError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")
     index = 0 if target == "macs" else 1
     base = count_macs_params(model)[index]
+
+    def removed(ratio: float) -> float:
+        trial = copy.deepcopy(model)
+        prune_once(trial, CapturedImportance(trial, importance.scores), ratio, scope, round_to)
+        return 1 - count_macs_params(trial)[index] / base
+
+    most = removed(MAX_LAYER_RATIO)
+    if most < amount:
+        raise UsageError(f"--amount {amount} of the {target} cannot be removed with --scope {scope}: at most "
+                         f"{most:.3f} while every layer keeps {1 - MAX_LAYER_RATIO:.0%} of its channels")
     lo, hi = 0.0, MAX_LAYER_RATIO
     for _ in range(12):
         mid = (lo + hi) / 2
-        trial = copy.deepcopy(model)
-        prune_once(trial, CapturedImportance(trial, importance.scores), mid, scope, round_to)
-        if 1 - count_macs_params(trial)[index] / base < amount:
-            lo = mid
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if removed(mid) < amount else (lo, mid)
     return hi
 
 

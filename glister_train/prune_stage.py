@@ -9,7 +9,6 @@ folders linked to the parent run), ``prune_report.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -246,8 +245,4 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{r['stage']:<21} {r['params']:>9,} {r['macs'] / 1e6:>7.2f}M {r['filters']:>7} "
                      f"{r['latency_b1_ms']:>6.2f} {r['latency_b64_ms']:>7.2f} {speed:>15} {100 * r['test_acc']:>7.2f}%")
     return "\n".join(lines)
-
-
-def read_report(out: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out) / REPORT).read_text())
 

@@ -156,6 +156,13 @@ def test_macs_and_params_targets_are_reached():
         assert 0.4 <= reduction < 0.5, (target, reduction)
 
 
+def test_an_unreachable_target_is_refused():
+    from glister_train.errors import UsageError
+
+    with pytest.raises(UsageError, match="--amount 0.999 of the params cannot be removed with --scope layer"):
+        prune(ResNet18(num_classes=10, width=8), 0.999, target="params")
+
+
 def test_global_ranking_never_empties_a_layer():
     torch.manual_seed(0)
     model = ResNet18(num_classes=10, width=8)
