@@ -7,6 +7,7 @@ single process, so the training code calls them unconditionally.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from typing import Any
@@ -52,6 +53,10 @@ def setup(device: str) -> torch.device | None:
 
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
+        # DDP's reducer sits in reference cycles: collect it while its process group still exists
+        # (freed after destroy_process_group, gloo's threads abort the process), then leave together
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 
