@@ -120,19 +120,19 @@ def train_main(argv: Sequence[str]) -> int:
         return 0
     device = distributed.setup(cfg.runtime.device)
     main_rank = distributed.is_main()
-    try:
-        # rank 0's view wins: on other instances the checkpoint (and so the config to resume) may be missing
-        cfg, resume, out = distributed.broadcast((cfg, args.resume, str(cfg.run.out or default_run_dir(cfg))))
-        run_dir = Path(out)
-        log = (lambda line: print(line, flush=True)) if main_rank else (lambda line: None)
-        if device is not None:
-            log(f"torchrun: rank {distributed.rank()} of {distributed.world()} on {device}")
-        elif job and sagemaker_job.warn_if_launcher_lost(log):
-            return 0
-        log(f"run folder: {run_dir}")
-        summary = train_run(cfg, run_dir, resume=resume, log=log)
-    finally:
-        distributed.shutdown()
+    # rank 0's view wins: on other instances the checkpoint (and so the config to resume) may be missing
+    cfg, resume, out = distributed.broadcast((cfg, args.resume, str(cfg.run.out or default_run_dir(cfg))))
+    run_dir = Path(out)
+    log = (lambda line: print(line, flush=True)) if main_rank else (lambda line: None)
+    if device is not None:
+        log(f"torchrun: rank {distributed.rank()} of {distributed.world()} on {device}")
+    elif job and sagemaker_job.warn_if_launcher_lost(log):
+        return 0
+    log(f"run folder: {run_dir}")
+    summary = train_run(cfg, run_dir, resume=resume, log=log)
+    # only after success: a rank that failed exits and torchrun stops the others, where a shutdown
+    # barrier would wait for ranks stuck in the next collective
+    distributed.shutdown()
     if not main_rank:
         return 0
     print(f"done: final test_acc={_fmt(summary.get('final_test_acc'))} best test_acc={_fmt(summary.get('best_test_acc'))} "
