@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/bench-compile")
     p.add_argument("--backends", nargs="+", default=["all"])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--extra", nargs="*", default=[], help="more compile options for every model")
+    p.add_argument("--extra", default="", help='more compile options for every model, one string: "--test-limit 2000"')
     p.add_argument("--json", default="experiments/results/compile.json")
     return p.parse_args(argv)
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         folder = out / label(model)
         if not (folder / "compile_report.json").is_file():
             command = [sys.executable, "-m", "glister_train", "compile", "--model", model, "--data-dir", args.data_dir,
-                       "--backend", *args.backends, "--threads", str(args.threads), "--out", str(folder), *args.extra]
+                       "--backend", *args.backends, "--threads", str(args.threads), "--out", str(folder),
+                       *shlex.split(args.extra)]
             print(" ".join(command), flush=True)
             if subprocess.run(command).returncode:
                 sys.exit(f"compile failed for {model}")
