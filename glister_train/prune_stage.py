@@ -155,7 +155,9 @@ def retrain(cfg: C.Config, folder: Path, splits: Splits, model: nn.Module | None
     }, "prune"))
     log(f"{folder.name}: {epochs} epochs at lr {lr:g}, selector {ft.selection.selector} "
         f"fraction {ft.selection.fraction:g} -> {folder}")
-    return train_run(ft, folder, log=log, splits=splits, model=model, arch=arch, parent=parent)
+    # a freshly pruned model is at 10-25% accuracy: its scores say little about the data, so the
+    # first subset is random and the selector takes over from the next selection
+    return train_run(ft, folder, log=log, splits=splits, model=model, arch=arch, parent=parent, random_start=True)
 
 
 def prune_main(argv: Sequence[str]) -> int:

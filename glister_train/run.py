@@ -62,10 +62,10 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
 
 def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[str], None] = print, *,
               splits: Splits | None = None, model: nn.Module | None = None, arch: dict[str, Any] | None = None,
-              parent: dict[str, Any] | None = None) -> dict[str, Any]:
+              parent: dict[str, Any] | None = None, random_start: bool | None = None) -> dict[str, Any]:
     """Load the data, train, and write the run folder; raises on bad input before anything is written.
 
-    ``model``/``arch`` as for :func:`fit` (fine-tuning a pruned model, say); ``parent`` describes where
+    ``model``/``arch``/``random_start`` as for :func:`fit` (fine-tuning a pruned model, say); ``parent`` describes where
     that model came from: it goes to ``summary.json`` and to the tracker as ``parent.*`` parameters.
 
     Under torchrun, rank 0 does all of this; the other ranks train beside it with the checkpoint it
@@ -74,7 +74,8 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     if not distributed.is_main():
         splits = splits or load_splits(cfg.data)
         checkpoint = distributed.broadcast(None)
-        totals = fit(cfg, splits, run_dir, FanOut([]), checkpoint=checkpoint, model=model, arch=arch, log=lambda _: None)
+        totals = fit(cfg, splits, run_dir, FanOut([]), checkpoint=checkpoint, model=model, arch=arch,
+                     random_start=random_start, log=lambda _: None)
         return {**totals, "status": "completed", "rank": distributed.rank()}
     check_run_dir(run_dir, cfg, resume)
     splits = splits or load_splits(cfg.data)  # a missing dataset fails here, before the folder exists
@@ -95,7 +96,8 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     start = time.perf_counter()
     status = "failed"
     try:
-        totals = fit(cfg, splits, run_dir, tracker, checkpoint=checkpoint, model=model, arch=arch, log=log)
+        totals = fit(cfg, splits, run_dir, tracker, checkpoint=checkpoint, model=model, arch=arch,
+                     random_start=random_start, log=log)
         status = "completed"
         summary.update(totals, model=str(run_dir / MODEL),
                        total_time=totals["train_time"] + totals["select_time"] + totals["eval_time"])

@@ -51,25 +51,26 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
 
 
-def make_loader(cfg: Config, splits: Splits, runtime: Runtime, pretrained: bool = False) -> AdaptiveSubsetLoader:
+def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: bool = True) -> AdaptiveSubsetLoader:
     s = cfg.selection
     fraction = 1.0 if s.selector == "full" else s.fraction
     return AdaptiveSubsetLoader(
         splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.epochs,
         select_every=s.select_every, kappa=s.kappa, batch_size=cfg.train.batch_size, mean=splits.mean,
         std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
-        channels_last=runtime.channels_last, random_start=not pretrained)
+        channels_last=runtime.channels_last, random_start=random_start)
 
 
 def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, checkpoint: dict | None = None,
-        model: nn.Module | None = None, arch: dict[str, Any] | None = None,
+        model: nn.Module | None = None, arch: dict[str, Any] | None = None, random_start: bool | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train as ``cfg`` says, writing ``checkpoint.pt`` each epoch and ``model.pt`` at the end; returns totals.
 
     ``checkpoint``: a state from :func:`read_checkpoint` to continue from. ``model``: a trained model
     to continue training (fine-tuning; its first subset is then selected by the selector, not at
     random), with its ``arch``; ``arch`` alone: a fresh model of that architecture. ``model.init_from``
-    in the config does the same from a file (see :mod:`warmstart`).
+    in the config does the same from a file (see :mod:`warmstart`). ``random_start``: whether the first
+    subset is random (default: only for a model that has not been trained).
 
     Under torchrun every rank calls this; rank 0 alone writes files and logs (see :mod:`distributed`).
     """
@@ -80,13 +81,14 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
     if cfg.model.init_from and model is None:
         arch = warmstart.inherited_arch(cfg.model.init_from, arch)
         log(f"init: architecture from {cfg.model.init_from}: {warmstart.describe_arch(arch)}")
-    pretrained = model is not None or bool(cfg.model.init_from)
+    if random_start is None:
+        random_start = model is None and not cfg.model.init_from
     model = model or build(arch)
     frozen = warmstart.prepare(model, cfg.model.init_from if checkpoint is None else "", cfg.model.freeze, log)
     model = model.to(rt.device, memory_format=rt.memory_format)
     if rt.device.type == "cuda":  # the whole uint8 dataset fits on any GPU; batches are then gathered there
         splits = Splits(splits.train.to(rt.device), splits.val, splits.test, splits.num_classes, splits.mean, splits.std)
-    loader = make_loader(cfg, splits, rt, pretrained)
+    loader = make_loader(cfg, splits, rt, random_start)
     t = cfg.train
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=t.lr, momentum=t.momentum,
                           nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay)
