@@ -120,7 +120,6 @@ def run_config(args: argparse.Namespace, run: Path) -> C.Config:
 
 
 def measure(stage: str, model: nn.Module, splits: Splits, rt: Runtime, batch_size: int) -> dict[str, Any]:
-    model = model.to(rt.device, memory_format=rt.memory_format)
     macs, params = count_macs_params(model.cpu())
     model = model.to(rt.device, memory_format=rt.memory_format)
     _, acc = evaluate(model, splits.test, splits.mean, splits.std, rt, batch_size)

@@ -277,6 +277,17 @@ def test_prune_command_end_to_end(npz_dir: Path, tmp_path: Path, capsys):
     assert conv_widths(load_model(again / "model.pt")[0]) == {"conv1": 1, "conv2": 2}
 
 
+def test_iterative_pruning_from_the_command_line(npz_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    train_run(tiny_config(npz_dir, train={"epochs": 1}), run, log=quiet)
+    out = tmp_path / "steps"
+    assert main(["prune", "--run", str(run), "--criterion", "l1", "--amount", "0.5", "--steps", "2",
+                 "--finetune-epochs", "1", "--out", str(out)]) == 0
+    assert (out / "finetune-1" / "model.pt").is_file() and (out / "finetune-2" / "model.pt").is_file()
+    assert json.loads((out / "prune_report.json").read_text())["widths_after"] == {"conv1": 2, "conv2": 4}
+    assert conv_widths(load_model(out / "finetune-1" / "model.pt")[0]) == {"conv1": 3, "conv2": 6}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--run", "{tmp}/nothing"], "no model.pt there"),
     (["--run", "{run}", "--amount", "1.5"], "--amount 1.5"),
