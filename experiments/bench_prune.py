@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             "name": name, "criterion": criterion, "amount": amount, "params": pruned["params"], "macs": pruned["macs"],
             "params_before": before["params"], "macs_before": before["macs"],
             "acc_before": before["test_acc"], "acc_pruned": pruned["test_acc"], "acc_finetuned": tuned["test_acc"],
+            "acc_bn": stages.get("after BN re-estimation", {}).get("test_acc"), "bn_batches": report.get("bn_batches", 0),
             "finetune_epochs": retrain.get("epochs", 0), "finetune_selector": retrain.get("selector"),
             "finetune_fraction": retrain.get("fraction"), "finetune_time": report["times"]["retrain"],
             **timing[name], **{f"speedup_{k}": parent[k] / v for k, v in timing[name].items()},
@@ -127,7 +128,8 @@ def print_table(parent: dict[str, float], rows: list[dict]) -> None:
               f"{r['params'] / 1e3:.0f}k ({r['params'] / r['params_before']:.0%}) | "
               f"{r['macs'] / 1e6:.1f}M ({r['macs'] / r['macs_before']:.0%}) | "
               f"{r['speedup_fp32_b1_ms']:.2f}x / {r['speedup_fp32_b64_ms']:.2f}x | "
-              f"{r['speedup_bf16_b1_ms']:.2f}x / {r['speedup_bf16_b64_ms']:.2f}x | {100 * r['acc_pruned']:.2f}% | "
+              f"{r['speedup_bf16_b1_ms']:.2f}x / {r['speedup_bf16_b64_ms']:.2f}x | {100 * r['acc_pruned']:.2f}%"
+              f"{'' if r['acc_bn'] is None else f' ({100 * r['acc_bn']:.2f}% after BN)'} | "
               f"{100 * r['acc_finetuned']:.2f}% | {100 * (r['acc_finetuned'] - r['acc_before']):+.2f} |")
 
 

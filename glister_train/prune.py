@@ -23,8 +23,10 @@ import torch
 from torch import nn
 
 from .capture import CRITERIA
+from .data import ImageData, normalize
 from .errors import UsageError
 from .models import conv_widths
+from .runtime import Runtime
 
 TARGETS = ("filters", "macs", "params")  # what --amount is a share of
 SCOPES = ("global", "layer")
@@ -160,6 +162,38 @@ def ratio_for(model: nn.Module, importance: CapturedImportance, target: str, amo
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if removed(mid) < amount else (lo, mid)
     return hi
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, data: ImageData, mean: torch.Tensor, std: torch.Tensor, runtime: Runtime,
+                         batches: int, batch_size: int = 128, seed: int = 0) -> bool:
+    """Recompute every BatchNorm's running statistics from ``batches`` un-augmented training batches.
+
+    Removing channels changes what each BatchNorm sees, so the trained statistics no longer fit;
+    forward passes in train mode without gradients (cumulative averages) fix that in seconds.
+    Returns False when the model has no BatchNorm.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches < 1:
+        return False
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches
+    was_training = model.training
+    model.train()
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    try:
+        for b in range(min(batches, -(-len(data) // batch_size))):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            x = normalize(data.x[idx].to(runtime.device), mean, std).contiguous(memory_format=runtime.memory_format)
+            with runtime.autocast():
+                model(x)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return True
 
 
 def pruned_arch(model: nn.Module, arch: dict[str, Any]) -> dict[str, Any]:

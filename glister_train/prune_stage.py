@@ -35,6 +35,7 @@ from .prune import (
     prune_once,
     pruned_arch,
     ratio_for,
+    reestimate_batchnorm,
     step_ratios,
     torch_pruning,
 )
@@ -63,6 +64,8 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1,
                    help="iterative pruning: prune in N equal steps, re-ranking (and fine-tuning) after each [1]")
     p.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of this (8: GPU-friendly) [1]")
+    p.add_argument("--bn-batches", type=int, default=16,
+                   help="re-estimate BatchNorm statistics on this many training batches after pruning (0: off) [16]")
     p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning after each step [0]")
     p.add_argument("--finetune-lr", type=float, default=0.0, help="fine-tuning learning rate [the run's lr / 10]")
     p.add_argument("--scratch", action="store_true",
@@ -98,6 +101,8 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UsageError(f"--finetune-epochs {args.finetune_epochs}: must be >= 0")
     if args.scratch and (args.finetune_epochs < 1 or args.steps != 1):
         raise UsageError("--scratch trains the pruned architecture anew: it needs --finetune-epochs >= 1 and --steps 1")
+    if args.bn_batches < 0:
+        raise UsageError(f"--bn-batches {args.bn_batches}: must be >= 0 (0 turns the re-estimation off)")
     if args.capture_batches < 1:
         raise UsageError(f"--capture-batches {args.capture_batches}: must be >= 1")
     return run, out
@@ -203,6 +208,10 @@ def prune_main(argv: Sequence[str]) -> int:
         if step == args.steps:
             save_model(out / "pruned.pt", model, new_arch)
             rows.append(measure("after pruning", model, splits, rt, bs))
+        model = model.to(rt.device, memory_format=rt.memory_format)
+        if reestimate_batchnorm(model, splits.train, splits.mean, splits.std, rt, args.bn_batches,
+                                seed=cfg.run.seed + step) and step == args.steps:
+            rows.append(measure("after BN re-estimation", model, splits, rt, bs))
         if args.finetune_epochs and not args.scratch:
             folder = out / ("finetune" if args.steps == 1 else f"finetune-{step}")
             start = time.perf_counter()
@@ -224,6 +233,7 @@ def prune_main(argv: Sequence[str]) -> int:
     report = {
         "parent_run": str(run), "criterion": args.criterion, "amount": args.amount, "target": args.target,
         "scope": args.scope, "steps": args.steps, "channel_ratio": ratio, "round_to": args.round_to,
+        "bn_batches": args.bn_batches,
         "statistics": capture["source"], "runtime": rt.describe(), "model": str(out / "model.pt"),
         "retrain": None if retrained is None else {
             "mode": "scratch" if args.scratch else "finetune", "epochs": args.finetune_epochs,

@@ -29,6 +29,7 @@ from glister_train.prune import (  # noqa: E402  (needs torch-pruning)
     prune_once,
     pruned_arch,
     ratio_for,
+    reestimate_batchnorm,
     step_ratios,
 )
 
@@ -185,6 +186,20 @@ def test_removal_plans():
     assert plan_removals([torch.zeros(4), torch.ones(10)], 0.5, "global") == [[0, 1, 2], [0, 1, 2, 3]]
     assert plan_removals(scores, 0.5, "layer", round_to=4) == [[], [2, 8]]
     assert step_ratios(0.5, 2) == pytest.approx([0.25, 1 / 3])
+
+
+def test_batchnorm_statistics_are_re_estimated_from_the_data():
+    torch.manual_seed(0)
+    model = ResNet18(num_classes=4, width=4).eval()
+    data = ImageData(torch.randint(0, 255, (16, 3, 8, 8), dtype=torch.uint8), torch.arange(16) % 4)
+    mean, std = torch.full((3,), 0.4), torch.full((3,), 0.2)
+    assert reestimate_batchnorm(model, data, mean, std, FP32, batches=1, batch_size=16)
+    x = (data.x.float() / 255 - 0.4) / 0.2
+    conv = model.conv1(x).detach()
+    assert torch.allclose(model.bn1.running_mean, conv.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(model.bn1.running_var, conv.var(dim=(0, 2, 3)), rtol=1e-4)  # unbiased, as BatchNorm keeps it
+    assert model.bn1.momentum == 0.1 and not model.training
+    assert not reestimate_batchnorm(TinyNet(num_classes=4, width=2), data, mean, std, FP32, batches=1)
 
 
 def test_iterative_pruning_reaches_the_same_widths():
