@@ -121,6 +121,7 @@ def print_table(parent: dict[str, float], rows: list[dict]) -> None:
           "acc pruned | acc fine-tuned | vs parent |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        bn = "" if r["acc_bn"] is None else f" ({100 * r['acc_bn']:.2f}% after BN)"
         tuning = "-"
         if r["finetune_epochs"]:
             tuning = f"{r['finetune_epochs']} ep, {r['finetune_selector']} {r['finetune_fraction']:g}"
@@ -128,8 +129,7 @@ def print_table(parent: dict[str, float], rows: list[dict]) -> None:
               f"{r['params'] / 1e3:.0f}k ({r['params'] / r['params_before']:.0%}) | "
               f"{r['macs'] / 1e6:.1f}M ({r['macs'] / r['macs_before']:.0%}) | "
               f"{r['speedup_fp32_b1_ms']:.2f}x / {r['speedup_fp32_b64_ms']:.2f}x | "
-              f"{r['speedup_bf16_b1_ms']:.2f}x / {r['speedup_bf16_b64_ms']:.2f}x | {100 * r['acc_pruned']:.2f}%"
-              f"{'' if r['acc_bn'] is None else f' ({100 * r['acc_bn']:.2f}% after BN)'} | "
+              f"{r['speedup_bf16_b1_ms']:.2f}x / {r['speedup_bf16_b64_ms']:.2f}x | {100 * r['acc_pruned']:.2f}%{bn} | "
               f"{100 * r['acc_finetuned']:.2f}% | {100 * (r['acc_finetuned'] - r['acc_before']):+.2f} |")
 
 
