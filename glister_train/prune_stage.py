@@ -249,11 +249,11 @@ def prune_main(argv: Sequence[str]) -> int:
 
 def table(rows: list[dict[str, Any]]) -> str:
     base = rows[0]
-    lines = [f"{'stage':<21} {'params':>9} {'MACs':>8} {'filters':>7} {'b1 ms':>6} {'b64 ms':>7} {'speed-up b1/b64':>15} "
+    lines = [f"{'stage':<22} {'params':>9} {'MACs':>8} {'filters':>7} {'b1 ms':>6} {'b64 ms':>7} {'speed-up b1/b64':>15} "
              f"{'test acc':>8}"]
     for r in rows:
         speed = f"{base['latency_b1_ms'] / r['latency_b1_ms']:.2f}x/{base['latency_b64_ms'] / r['latency_b64_ms']:.2f}x"
-        lines.append(f"{r['stage']:<21} {r['params']:>9,} {r['macs'] / 1e6:>7.2f}M {r['filters']:>7} "
+        lines.append(f"{r['stage']:<22} {r['params']:>9,} {r['macs'] / 1e6:>7.2f}M {r['filters']:>7} "
                      f"{r['latency_b1_ms']:>6.2f} {r['latency_b64_ms']:>7.2f} {speed:>15} {100 * r['test_acc']:>7.2f}%")
     return "\n".join(lines)
 
