@@ -37,3 +37,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     _atomic_write(path, lambda fh: torch.save(obj, fh), "wb")
+
+
+def new_output_folder(path: str | Path) -> Path:
+    """``--out`` of a stage: a folder that does not exist yet or is empty, so no earlier result is mixed in."""
+    from .errors import UsageError
+
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"--out {str(path)!r} already exists and is not empty; choose another folder or delete it")
+    return path

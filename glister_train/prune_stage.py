@@ -22,7 +22,7 @@ from .capture import CAPTURE_FILE, CRITERIA, FilterStats, capture_pass, load_cap
 from .data import Splits, load_splits
 from .errors import UsageError
 from .evaluate import evaluate
-from .io import atomic_write_json
+from .io import atomic_write_json, new_output_folder
 from .latency import torch_latency
 from .models import conv_widths, load_model, save_model
 from .prune import (
@@ -85,12 +85,10 @@ def prune_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> tuple[Path, Path]:
-    run, out = Path(args.run), Path(args.out)
+    run, out = Path(args.run), new_output_folder(args.out)
     for needed in ("model.pt", "config.yaml"):
         if not (run / needed).is_file():
             raise UsageError(f"--run {str(run)!r}: no {needed} there; pass a finished run folder (or a prune output)")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {str(out)!r} already exists and is not empty; choose another folder or delete it")
     if not 0 < args.amount < 1:
         raise UsageError(f"--amount {args.amount}: must be in (0, 1), e.g. 0.5 to remove half")
     if args.steps < 1:

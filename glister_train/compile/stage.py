@@ -22,7 +22,7 @@ from torch import nn
 from .. import config as C
 from ..data import Splits, load_splits, normalize
 from ..errors import UsageError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, new_output_folder
 from ..latency import BATCHES, input_batch, median_ms, torch_latency
 from ..models import load_model
 from ..runtime import Runtime, available_cores
@@ -127,11 +127,15 @@ def logits_of(run, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate([run(np.ascontiguousarray(x[i : i + batch])) for i in range(0, len(x), batch)])
 
 
-def verify(run, x: np.ndarray, y: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    logits = logits_of(run, x).astype(np.float32)
+def compare(logits: np.ndarray, y: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    logits = logits.astype(np.float32)
     return {"test_acc": float((logits.argmax(1) == y).mean()),
             "agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
             "max_abs_diff": float(np.abs(logits - reference).max())}
+
+
+def verify(run, x: np.ndarray, y: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    return compare(logits_of(run, x), y, reference)
 
 
 def time_backend(run, shape: tuple[int, ...]) -> dict[str, float]:
@@ -142,27 +146,24 @@ def time_backend(run, shape: tuple[int, ...]) -> dict[str, float]:
     return out
 
 
-def eager_rows(model: nn.Module, threads: int, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...]) -> list[dict]:
-    rows = []
+def eager_rows(model: nn.Module, threads: int, x: np.ndarray, y: np.ndarray,
+               shape: tuple[int, ...]) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Eager PyTorch in fp32 (the reference logits every backend is compared with) and in bf16 autocast."""
+    net = model.to(memory_format=torch.channels_last)
+    rows, reference = [], None
     for precision in ("fp32", "bf16"):
         rt = Runtime(torch.device("cpu"), precision, True, threads)
-        net = model.to(memory_format=torch.channels_last)
 
         @torch.no_grad()
-        def run(batch: np.ndarray, rt: Runtime = rt, net: nn.Module = net) -> np.ndarray:
+        def run(batch: np.ndarray, rt: Runtime = rt) -> np.ndarray:
             with rt.autocast():
                 return net(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).float().numpy()
 
-        logits = logits_of(run, x)
+        logits = logits_of(run, x).astype(np.float32)
+        reference = logits if reference is None else reference
         rows.append({"backend": f"eager {precision}", "detail": "PyTorch eager, channels_last" +
                      (", bf16 autocast" if precision == "bf16" else ""), "files": [], "size_bytes": 0,
-                     "build_time_s": 0.0, **torch_latency(net, rt, shape), "_logits": logits})
-    reference = rows[0].pop("_logits")
-    rows[0].update(test_acc=float((reference.argmax(1) == y).mean()), agreement=1.0, max_abs_diff=0.0)
-    bf16 = rows[1].pop("_logits")
-    rows[1].update(test_acc=float((bf16.argmax(1) == y).mean()),
-                   agreement=float((bf16.argmax(1) == reference.argmax(1)).mean()),
-                   max_abs_diff=float(np.abs(bf16 - reference).max()))
+                     "build_time_s": 0.0, **compare(logits, y, reference), **torch_latency(net, rt, shape)})
     model.to(memory_format=torch.contiguous_format)
     return rows, reference
 
@@ -170,9 +171,7 @@ def eager_rows(model: nn.Module, threads: int, x: np.ndarray, y: np.ndarray, sha
 def compile_main(argv: Sequence[str]) -> int:
     args = compile_parser().parse_args(list(argv))
     path = model_path(args.model)
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {str(out)!r} already exists and is not empty; choose another folder or delete it")
+    out = new_output_folder(args.out)
     if args.neo:
         neo.check_target(args.neo)
         if not args.neo_role or not args.neo_bucket:
