@@ -78,13 +78,15 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
     rt = resolve_runtime(cfg.runtime)
     torch.manual_seed(cfg.run.seed)
     arch = arch or model_arch(cfg, splits)
-    if cfg.model.init_from and model is None:
-        arch = warmstart.inherited_arch(cfg.model.init_from, arch)
+    parent_arch, parent_state = warmstart.read_parent(cfg.model.init_from) if cfg.model.init_from else (None, None)
+    if parent_arch is not None and model is None:
+        arch = warmstart.inherited_arch(parent_arch, arch)
         log(f"init: architecture from {cfg.model.init_from}: {warmstart.describe_arch(arch)}")
     if random_start is None:
         random_start = model is None and not cfg.model.init_from
     model = model or build(arch)
-    frozen = warmstart.prepare(model, cfg.model.init_from if checkpoint is None else "", cfg.model.freeze, log)
+    frozen = warmstart.prepare(model, parent_state if checkpoint is None else None, cfg.model.init_from, cfg.model.freeze,
+                               log)
     model = model.to(rt.device, memory_format=rt.memory_format)
     if rt.device.type == "cuda":  # the whole uint8 dataset fits on any GPU; batches are then gathered there
         splits = Splits(splits.train.to(rt.device), splits.val, splits.test, splits.num_classes, splits.mean, splits.std)

@@ -39,15 +39,13 @@ def read_parent(source: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
                           f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-def inherited_arch(source: str, arch: dict[str, Any]) -> dict[str, Any]:
+def inherited_arch(parent: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
     """The parent's architecture, with this run's number of classes and input channels."""
-    parent, _ = read_parent(source)
     return {**parent, "num_classes": arch["num_classes"], "in_channels": arch.get("in_channels", 3)}
 
 
-def load_parent_weights(model: nn.Module, source: str) -> list[str]:
+def load_parent_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Copy the parent's weights into ``model``; returns the names left at their initialization (a new classifier)."""
-    _, state = read_parent(source)
     own = model.state_dict()
     mismatched = [f"{k}: {tuple(state[k].shape)} in the parent, {tuple(v.shape)} here"
                   for k, v in own.items() if k in state and state[k].shape != v.shape and k not in CLASSIFIER]
@@ -61,13 +59,9 @@ def load_parent_weights(model: nn.Module, source: str) -> list[str]:
     return fresh
 
 
-def stage_names(model: nn.Module) -> list[str]:
-    return [name for name, _ in model.stages()]
-
-
 def freeze(model: nn.Module, stage: str) -> list[nn.Module]:
     """Fix every stage up to and including ``stage``; returns the frozen modules (to keep in eval mode)."""
-    names = stage_names(model)
+    names = [name for name, _ in model.stages()]
     if stage not in names:
         raise ConfigError(f"model.freeze: {stage!r} is not a stage of {type(model).__name__}; "
                           f"choose one of {', '.join(names)} (everything up to it is frozen)")
@@ -88,10 +82,11 @@ def keep_frozen(frozen: list[nn.Module]) -> None:
         module.eval()
 
 
-def prepare(model: nn.Module, source: str, stage: str, log) -> list[nn.Module]:
-    """Load the parent's weights (if any) and freeze (if asked); returns the frozen modules."""
-    if source:
-        fresh = load_parent_weights(model, source)
+def prepare(model: nn.Module, state: dict[str, torch.Tensor] | None, source: str, stage: str,
+            log) -> list[nn.Module]:
+    """Load the parent's weights ``state`` (read from ``source``), if any, and freeze (if asked); returns the frozen modules."""
+    if state is not None:
+        fresh = load_parent_weights(model, state)
         log(f"init: weights from {parent_model_file(source)}" + (" (new classifier)" if fresh else ""))
     frozen = freeze(model, stage) if stage else []
     if frozen:
