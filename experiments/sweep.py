@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="sweep folder; one run folder per point inside")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     p.add_argument("--jobs", type=int, default=cores, help=f"runs at a time (default: {cores}, one per core)")
+    p.add_argument("--threads", type=int, help="threads per run (default: the cores divided by --jobs); two sweeps "
+                   "side by side with --jobs 1 --threads 1 each share two cores as one with --jobs 2 would")
     p.add_argument("--data-dir", help="passed to every run")
     p.add_argument("--dry-run", action="store_true", help="print the commands and run nothing")
     p.add_argument("--sagemaker", choices=["jobs", "tune"], help="run on SageMaker instead (launcher options after --)")
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         extra += ["--data-dir", args.data_dir]
     todo, spec = points(args.grid)
-    threads = max(1, cores // args.jobs)
+    threads = args.threads or max(1, cores // args.jobs)
     args.out.mkdir(parents=True, exist_ok=True)
     queue = []
     for point in todo:

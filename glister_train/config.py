@@ -26,6 +26,7 @@ DATASETS = ("auto", "cifar10", "npz", "folder")
 MODELS = ("resnet18", "tiny")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+NOISE_KINDS = ("symmetric", "pairs")
 TRACKERS = ("auto", "local", "none", "mlflow", "sagemaker")
 
 
@@ -42,6 +43,9 @@ class DataConfig:
     train_limit: int = 0  # 0 = all; else a seeded class-balanced subsample of the training pool
     test_limit: int = 0  # 0 = all
     augment: bool = True  # pad-4 random crop + horizontal flip, batched on tensors
+    label_noise: float = 0.0  # share of training labels made wrong (validation and test stay clean)
+    noise_kind: str = "symmetric"  # symmetric (a uniformly drawn other class) | pairs (CIFAR-10 class pairs)
+    noise_seed: int = 0  # fixed across run seeds: every run of a comparison sees the same wrong labels
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ class SelectionConfig:
     lookahead: str = "sum"  # sum (the paper, CORDS) | mean (one SGD step on the subset's mean loss)
     eta: float = 0.0  # lookahead step size; 0 = the initial learning rate
     pool_fraction: float = 1.0  # < 1: choose from a fresh random candidate pool of this share of the data
+    sampling: str = "greedy"  # greedy (maximize the lookahead objective) | soft (draw per class from the gains)
+    temperature: float = 1.0  # soft: draw with probability ~ exp(standardized gain / temperature)
+    uniform_share: float = 0.0  # soft: share of each class's quota drawn uniformly among the kept candidates
+    drop_share: float = 0.0  # soft: exclude this lowest-gain share of each class first
+    drop_negative: bool = False  # soft: exclude every candidate whose gain is negative (it opposes the validation set)
+    redraw: bool = False  # soft: draw a new subset every epoch from the last scores (no forward pass)
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,7 @@ class RunConfig:
     tracking_uri: str = ""  # mlflow: empty = sqlite:///mlflow.db in the working directory
     experiment_name: str = ""  # mlflow experiment / SageMaker experiment; empty = glister-train
     run_name: str = ""  # empty = the run folder's name
+    tracking_timeout: float = 10.0  # seconds a remote tracker gets at the end to deliver what is queued
     progress: str = "auto"  # auto (bar on a terminal) | bar | none
 
 
@@ -280,6 +291,10 @@ def validate(cfg: Config) -> Config:
     check(0 < s.epsilon < 1, "selection.epsilon", s.epsilon, "in (0, 1), e.g. 0.01")
     check(s.eta >= 0 and math.isfinite(s.eta), "selection.eta", s.eta, ">= 0 (0 = the initial learning rate)")
     check(0 < s.pool_fraction <= 1, "selection.pool_fraction", s.pool_fraction, "in (0, 1]")
+    choice("selection.sampling", s.sampling, ("greedy", "soft"))
+    check(0 < s.temperature < math.inf, "selection.temperature", s.temperature, "a positive number")
+    check(0 <= s.uniform_share <= 1, "selection.uniform_share", s.uniform_share, "in [0, 1]")
+    check(0 <= s.drop_share < 1, "selection.drop_share", s.drop_share, "in [0, 1)")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
     check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
@@ -293,6 +308,8 @@ def validate(cfg: Config) -> Config:
     check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1), e.g. 0.1")
     check(d.train_limit >= 0, "data.train_limit", d.train_limit, ">= 0 (0 = the whole training pool)")
     check(d.num_classes >= 0, "data.num_classes", d.num_classes, ">= 0 (0 = from the dataset)")
+    check(0 <= d.label_noise < 1, "data.label_noise", d.label_noise, "in [0, 1), e.g. 0.4 for 40% wrong labels")
+    choice("data.noise_kind", d.noise_kind, NOISE_KINDS)
     check(d.test_limit >= 0, "data.test_limit", d.test_limit, ">= 0 (0 = the whole test set)")
     choice("model.name", m.name, MODELS)
     check(m.width >= 1, "model.width", m.width, "an integer >= 1 (64 = standard ResNet-18)")
@@ -300,6 +317,7 @@ def validate(cfg: Config) -> Config:
     choice("runtime.precision", rt.precision, PRECISIONS)
     check(rt.threads >= 0, "runtime.threads", rt.threads, ">= 0 (0 = one per core)")
     choice("run.tracker", r.tracker, TRACKERS)
+    check(0 <= r.tracking_timeout < math.inf, "run.tracking_timeout", r.tracking_timeout, ">= 0 seconds")
     choice("run.progress", r.progress, ("auto", "bar", "none"))
     return cfg
 

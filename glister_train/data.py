@@ -49,10 +49,14 @@ class Splits:
     num_classes: int
     mean: torch.Tensor  # per channel, pixels / 255, of the training split
     std: torch.Tensor
+    # (n_train,) bool: the training labels that injected noise made wrong (data.label_noise). For
+    # measurement only: the selectors and the loss see ``train.y``, the noisy labels, and never this.
+    noisy: torch.Tensor | None = None
 
     def describe(self) -> str:
         test = len(self.test) if self.test is not None else 0
-        return f"train={len(self.train)} val={len(self.val)} test={test} classes={self.num_classes}"
+        noise = f" wrong_labels={float(self.noisy.float().mean()):.3f}" if self.noisy is not None else ""
+        return f"train={len(self.train)} val={len(self.val)} test={test} classes={self.num_classes}{noise}"
 
 
 # ---------------------------------------------------------------- batches
@@ -129,17 +133,46 @@ def load_splits(cfg: DataConfig) -> Splits:
         train = train.subset(stratified_sample(train.y, cfg.train_limit, split_gen))
     if test is not None and cfg.test_limit and cfg.test_limit < len(test):
         test = test.subset(stratified_sample(test.y, cfg.test_limit, split_gen))
-    if val is not None:  # a validation set of its own (e.g. SageMaker's validation channel): no split
-        return Splits(train, val, test, num_classes, *channel_stats(train.x))
-    n_val = max(1, round(cfg.val_fraction * len(train)))
-    if n_val >= len(train):
-        raise DataError(f"{root}: {len(train)} training images are too few to hold out val_fraction={cfg.val_fraction}")
-    val_idx = stratified_sample(train.y, n_val, split_gen)
-    keep = torch.ones(len(train), dtype=torch.bool)
-    keep[val_idx] = False
-    val, train = train.subset(val_idx), train.subset(keep.nonzero().squeeze(1))
+    if val is None:  # else a validation set of its own (e.g. SageMaker's validation channel): no split
+        n_val = max(1, round(cfg.val_fraction * len(train)))
+        if n_val >= len(train):
+            raise DataError(f"{root}: {len(train)} training images are too few to hold out "
+                            f"val_fraction={cfg.val_fraction}")
+        val_idx = stratified_sample(train.y, n_val, split_gen)
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[val_idx] = False
+        val, train = train.subset(val_idx), train.subset(keep.nonzero().squeeze(1))
+    noisy = None
+    if cfg.label_noise > 0:  # the training split only: validation and test keep their true labels
+        noisy_y = noisy_labels(train.y, cfg.label_noise, cfg.noise_kind, num_classes,
+                               torch.Generator().manual_seed(cfg.noise_seed))
+        noisy = noisy_y != train.y
+        train = ImageData(train.x, noisy_y)
     mean, std = channel_stats(train.x)
-    return Splits(train, val, test, num_classes, mean, std)
+    return Splits(train, val, test, num_classes, mean, std, noisy)
+
+
+# CIFAR-10's class-dependent flips (Patrini et al. 2017): truck->automobile, bird->airplane, deer->horse, cat<->dog
+PAIR_FLIPS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+
+
+def noisy_labels(y: torch.Tensor, rate: float, kind: str, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Labels with exactly ``round(rate * n)`` made wrong (``symmetric``: drawn uniformly among the other
+    classes), or in each source class of :data:`PAIR_FLIPS` exactly ``round(rate * n_c)`` flipped to its pair."""
+    out = y.clone()
+    if kind == "symmetric":
+        flip = torch.randperm(len(y), generator=generator)[: round(rate * len(y))]
+        shift = torch.randint(1, num_classes, (len(flip),), generator=generator)  # never the same class
+        out[flip] = (y[flip] + shift) % num_classes
+        return out
+    if num_classes != 10:
+        raise DataError(f"data.noise_kind=pairs is CIFAR-10's class pairs and needs 10 classes, not {num_classes}; "
+                        "use data.noise_kind=symmetric")
+    for source, target in PAIR_FLIPS.items():
+        members = (y == source).nonzero().squeeze(1)
+        flip = members[torch.randperm(len(members), generator=generator)[: round(rate * len(members))]]
+        out[flip] = target
+    return out
 
 
 def stratified_sample(y: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

@@ -18,14 +18,23 @@ class CheckpointError(UsageError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite (exit code 1; the last good checkpoint is kept)."""
+    """The loss (or the numbers a selection works on) became NaN or infinite: exit code 1."""
 
-    def __init__(self, epoch: int, step: int, loss: float):
-        super().__init__(
-            f"loss is {loss} at epoch {epoch}, step {step}; training stopped. The last good checkpoint is kept: "
-            "lower the learning rate (--lr) or use --set runtime.precision=fp32, then start a new run"
-        )
-        self.epoch, self.step, self.loss = epoch, step, loss
+    def __init__(self, epoch: int, step: int, loss: float, what: str = "loss"):
+        super().__init__(epoch, step, loss, what)
+        self.epoch, self.step, self.loss, self.what = epoch, step, loss, what
+        self.checkpoint_epoch: int | None = None  # set by the loop: the epoch its last good checkpoint holds
+
+    def __str__(self) -> str:
+        where = f"at epoch {self.epoch}, step {self.step}" if self.step else f"at epoch {self.epoch}"
+        kept = (f"the checkpoint after epoch {self.checkpoint_epoch} is kept" if self.checkpoint_epoch
+                else "no checkpoint had been written yet")
+        return (f"{self.what} is {self.loss} {where}; training stopped ({kept}). Lower the learning rate (--lr) "
+                "or use --set runtime.precision=fp32, then start a new run")
+
+
+class NonFiniteSelection(ValueError):
+    """A selector was given NaN or infinite features, logits or gains: the model has diverged."""
 
 
 class StageFailed(RuntimeError):

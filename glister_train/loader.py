@@ -42,7 +42,7 @@ class AdaptiveSubsetLoader:
     def __init__(self, train: ImageData, val: ImageData, selector: SubsetSelector, *, fraction: float,
                  epochs: int, select_every: int, kappa: float, batch_size: int, mean: torch.Tensor,
                  std: torch.Tensor, augment: bool = True, seed: int = 0, device: str | torch.device = "cpu",
-                 channels_last: bool = False, random_start: bool = True):
+                 channels_last: bool = False, random_start: bool = True, noisy: torch.Tensor | None = None):
         self.train, self.val, self.selector = train, val, selector
         self.budget = budget_for(fraction, len(train))
         self.warm_epochs = round(kappa * epochs)
@@ -51,12 +51,14 @@ class AdaptiveSubsetLoader:
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.random_start = random_start
+        self.noisy = noisy  # which training labels are wrong (injected noise): measured, never shown to selectors
         # three streams, so that changing one (e.g. the selector's draws) leaves the others as they were
         self.select_gen = torch.Generator().manual_seed(seed)
         self.shuffle_gen = torch.Generator().manual_seed(seed + 1)
         self.augment_gen = torch.Generator().manual_seed(seed + 2)
         self.selection = Selection.uniform(torch.arange(len(train)))
         self.selected_at: int | None = None  # epoch of the last selection
+        self.cache: dict[str, torch.Tensor] | None = None  # the last selection's scores, for redraws
 
     # ------------------------------------------------------------ schedule
 
@@ -67,15 +69,30 @@ class AdaptiveSubsetLoader:
             return True
         return self.selector.reselects and (epoch - self.warm_epochs) % self.select_every == 0 and epoch != self.selected_at
 
+    def redraw_due(self, epoch: int) -> bool:
+        """Between selections, a selector that redraws draws a fresh subset from its cached scores."""
+        return (getattr(self.selector, "redraws", False) and self.selected_at is not None
+                and epoch >= self.warm_epochs and epoch != self.selected_at)
+
     def reselect_if_due(self, epoch: int, model: nn.Module) -> Selection | None:
         """Choose a new subset if the schedule says so; returns it (with ``select_time`` in its stats) or None."""
-        if not self.due(epoch):
-            return None
-        selector = self.selector
-        if epoch == 0 and self.random_start and self.selector.reselects:
-            selector = RandomSelector()
         start = time.perf_counter()
-        selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
+        scored = self.due(epoch)
+        if scored:
+            selector = self.selector
+            if epoch == 0 and self.random_start and self.selector.reselects:
+                selector = RandomSelector()
+            selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
+            self.cache = selection.cache
+        elif self.redraw_due(epoch):
+            if self.cache is None:  # after a random first subset there are no scores yet: a fresh random one
+                selector, selection = RandomSelector(), RandomSelector().select(
+                    model, self.train, self.val, self.budget, generator=self.select_gen)
+            else:
+                selector = self.selector
+                selection = selector.redraw(self.cache, self.train, self.budget, generator=self.select_gen)
+        else:
+            return None
         stats = selection.stats
         stats.setdefault("select_time", time.perf_counter() - start)
         stats.setdefault("selector", selector.name)
@@ -84,7 +101,12 @@ class AdaptiveSubsetLoader:
         distributed.check_same(selection.indices, f"the subset selected at epoch {epoch + 1}")
         labels = self.train.y[selection.indices.to(self.train.y.device)]
         stats["select_class_hist"] = torch.bincount(labels, minlength=int(self.train.y.max()) + 1).tolist()
-        self.selection, self.selected_at = selection, epoch
+        if self.noisy is not None:
+            stats["select_noisy_share"] = float(self.noisy[selection.indices.cpu()].float().mean())
+            stats["select_pool_noisy_share"] = float(self.noisy.float().mean())
+        self.selection = selection
+        if scored:
+            self.selected_at = epoch
         return selection
 
     # ------------------------------------------------------------ batches
@@ -121,7 +143,7 @@ class AdaptiveSubsetLoader:
             "indices": self.selection.indices, "weights": self.selection.weights,
             "selected_at": -1 if self.selected_at is None else self.selected_at,
             "select_gen": self.select_gen.get_state(), "shuffle_gen": self.shuffle_gen.get_state(),
-            "augment_gen": self.augment_gen.get_state(),
+            "augment_gen": self.augment_gen.get_state(), "cache": self.cache,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -130,3 +152,4 @@ class AdaptiveSubsetLoader:
         self.select_gen.set_state(state["select_gen"])
         self.shuffle_gen.set_state(state["shuffle_gen"])
         self.augment_gen.set_state(state["augment_gen"])
+        self.cache = state.get("cache")

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from . import distributed
+from . import distributed, runlock
 from .config import Config, diff, flatten, load_file, to_yaml
 from .data import Splits, load_splits
 from .errors import TrainingDiverged, UsageError
@@ -24,7 +24,8 @@ from .tracking import FanOut, make_tracker
 from .train import CHECKPOINT, MODEL, fit, read_checkpoint
 
 # keys that may differ between a run and its resumption: they change how it is shown, not what it computes
-RESUMABLE_CHANGES = {"run.out", "run.progress", "run.tracker", "runtime.threads"}
+RESUMABLE_CHANGES = {"run.out", "run.progress", "run.tracker", "run.tracking_uri", "run.tracking_timeout",
+                     "runtime.threads"}
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -41,15 +42,25 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
-    """Refuse to overwrite a run, and to resume one under a different configuration."""
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> bool:
+    """Refuse a folder in use, overwriting a run and resuming under another configuration.
+
+    Returns whether there is a checkpoint to continue from. A folder whose run never finished an
+    epoch (no checkpoint, not completed) holds nothing to lose: it restarts from scratch, with or
+    without ``--resume``.
+    """
+    owner = runlock.holder(run_dir)
+    if owner is not None:
+        raise UsageError(f"run folder {str(run_dir)!r} is in use by process {owner['pid']} on {owner['host']} "
+                         f"since {owner.get('since', '?')}; wait for it to finish, or choose another --out")
+    has_checkpoint = (run_dir / CHECKPOINT).is_file()
+    summary = read_summary(run_dir)
+    status = (summary or {}).get("status", "unknown")
     if not resume:
-        summary = read_summary(run_dir)
-        if summary is not None or (run_dir / CHECKPOINT).exists():
-            status = (summary or {}).get("status", "unknown")
+        if has_checkpoint or status == "completed":
             raise UsageError(f"run folder {str(run_dir)!r} already holds a run (status: {status}); "
                              "pass --resume to continue it, or choose another --out")
-        return
+        return False
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise UsageError(f"--resume: {str(run_dir)!r} has no config.yaml, so it is not a run folder to resume")
@@ -58,6 +69,22 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise UsageError(f"--resume: the configuration differs from the run's config.yaml ({listed}); "
                          "drop those options to resume, or start a new run with another --out")
+    if not has_checkpoint and status == "completed":
+        raise UsageError(f"--resume: {str(run_dir)!r} is completed but its checkpoint is gone; nothing to continue")
+    return has_checkpoint
+
+
+def check_checkpoint_config(state: dict[str, Any], cfg: Config, path: Path) -> None:
+    """The checkpoint must come from this configuration (a copied or stale file would mix two runs)."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        return  # written before checkpoints carried their config
+    now = flatten(cfg)
+    changed = sorted(k for k in now if k in saved and saved[k] != now[k] and k not in RESUMABLE_CHANGES)
+    if changed:
+        listed = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed[:5])
+        raise UsageError(f"--resume: {str(path)!r} was written under another configuration ({listed}); "
+                         "it is not this run's checkpoint: delete it to restart, or use a new --out")
 
 
 def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[str], None] = print, *,
@@ -77,10 +104,25 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
         totals = fit(cfg, splits, run_dir, FanOut([]), checkpoint=checkpoint, model=model, arch=arch,
                      random_start=random_start, log=lambda _: None)
         return {**totals, "status": "completed", "rank": distributed.rank()}
-    check_run_dir(run_dir, cfg, resume)
+    continuing = check_run_dir(run_dir, cfg, resume)
     splits = splits or load_splits(cfg.data)  # a missing dataset fails here, before the folder exists
-    checkpoint = distributed.broadcast(read_checkpoint(run_dir / CHECKPOINT) if resume else None)
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT) if continuing else None
+    if checkpoint is not None:
+        check_checkpoint_config(checkpoint, cfg, run_dir / CHECKPOINT)
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        log(f"{run_dir} has no checkpoint (its run never finished an epoch): starting it from the beginning")
+    checkpoint = distributed.broadcast(checkpoint)
     run_dir.mkdir(parents=True, exist_ok=True)
+    runlock.acquire(run_dir)
+    try:
+        return _train_locked(cfg, run_dir, splits, checkpoint, log, model, arch, parent, random_start)
+    finally:
+        runlock.release(run_dir)
+
+
+def _train_locked(cfg: Config, run_dir: Path, splits: Splits, checkpoint: dict[str, Any] | None,
+                  log: Callable[[str], None], model: nn.Module | None, arch: dict[str, Any] | None,
+                  parent: dict[str, Any] | None, random_start: bool | None) -> dict[str, Any]:
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "selector": cfg.selection.selector,
@@ -89,6 +131,10 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     }
     if parent:
         summary["parent"] = parent
+    if splits.noisy is not None:
+        summary["label_noise"] = {"kind": cfg.data.noise_kind, "rate": cfg.data.label_noise, "seed": cfg.data.noise_seed,
+                                  "wrong": int(splits.noisy.sum()), "of": len(splits.noisy),
+                                  "pool_share": float(splits.noisy.float().mean())}
     atomic_write_json(run_dir / "summary.json", summary)
     epochs_done = int(checkpoint["totals"]["epochs_done"]) if checkpoint else None
     tracker = make_tracker(cfg, run_dir, epochs_done=epochs_done, log=log)

@@ -7,6 +7,8 @@ SGD with Nesterov momentum, cosine schedule per epoch), evaluate, log, checkpoin
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,7 @@ from . import distributed, warmstart
 from .capture import CAPTURE_FILE, FilterStats, save_capture
 from .config import Config, flatten
 from .data import Splits
-from .errors import CheckpointError, TrainingDiverged
+from .errors import CheckpointError, NonFiniteSelection, TrainingDiverged
 from .evaluate import evaluate
 from .io import atomic_torch_save
 from .loader import AdaptiveSubsetLoader
@@ -47,7 +49,9 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
     return make_selector(
         "glister", mean=splits.mean, std=splits.std, eta=s.eta or cfg.train.lr, greedy=s.greedy,
         block_size=s.block_size, epsilon=s.epsilon, per_class=s.per_class, last_layer=s.last_layer,
-        lookahead=s.lookahead, pool_fraction=s.pool_fraction, device=runtime.device, precision=runtime.precision,
+        lookahead=s.lookahead, pool_fraction=s.pool_fraction, sampling=s.sampling, temperature=s.temperature,
+        uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
+        device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
 
 
@@ -58,7 +62,7 @@ def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: boo
         splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.epochs,
         select_every=s.select_every, kappa=s.kappa, batch_size=cfg.train.batch_size, mean=splits.mean,
         std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
-        channels_last=runtime.channels_last, random_start=random_start)
+        channels_last=runtime.channels_last, random_start=random_start, noisy=splits.noisy)
 
 
 def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, checkpoint: dict | None = None,
@@ -89,7 +93,7 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
                                log)
     model = model.to(rt.device, memory_format=rt.memory_format)
     if rt.device.type == "cuda":  # the whole uint8 dataset fits on any GPU; batches are then gathered there
-        splits = Splits(splits.train.to(rt.device), splits.val, splits.test, splits.num_classes, splits.mean, splits.std)
+        splits = dataclasses.replace(splits, train=splits.train.to(rt.device))
     loader = make_loader(cfg, splits, rt, random_start)
     t = cfg.train
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=t.lr, momentum=t.momentum,
@@ -110,34 +114,13 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
         log(f"resumed from {run_dir / CHECKPOINT} after epoch {totals['epochs_done']}")
     log(f"data: {splits.describe()} | {rt.describe()} | subset {loader.budget} of {len(splits.train)}")
 
-    for epoch in range(totals["epochs_done"], t.epochs):
-        start = time.perf_counter()
-        selection = loader.reselect_if_due(epoch, model)
-        select_time = time.perf_counter() - start
-        capturing = capture is not None and epoch >= first_capture
-        if capturing:
-            capture.attach()  # hooks on the eager module: this epoch runs uncompiled
-        try:
-            train_loss, train_acc = train_epoch(eager if capturing else forward, loader, opt, rt, epoch,
-                                                bar_enabled(cfg.run.progress) and distributed.is_main(), frozen)
-        finally:
-            if capture is not None:
-                capture.detach()
-        sched.step()
-        epoch_time = time.perf_counter() - start
-        metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
-        if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-            metrics.update(evaluate_splits(model, splits, rt, t.eval_batch_size))
-        metrics.update(epoch_time=epoch_time, select_time=select_time, subset_size=len(loader.selection),
-                       lr=opt.param_groups[0]["lr"])
-        if selection is not None:
-            metrics.update({k: v for k, v in selection.stats.items() if k.startswith("select_") and k != "select_time"})
-            log(selection_line(epoch + 1, selection.stats))
-        update_totals(totals, metrics, epoch_time - select_time)
-        tracker.log_metrics(metrics, step=epoch + 1)
-        log(epoch_line(epoch + 1, metrics))
-        if distributed.is_main():
-            save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, sched, loader, totals, capture)
+    try:
+        for epoch in range(totals["epochs_done"], t.epochs):
+            run_epoch(epoch, cfg, model, eager, forward, opt, sched, loader, splits, rt, capture, frozen, totals,
+                      tracker, run_dir, log)
+    except TrainingDiverged as exc:
+        exc.checkpoint_epoch = totals["epochs_done"]
+        raise
 
     if distributed.is_main():
         if capture is not None:
@@ -147,6 +130,46 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
         tracker.log_artifact(str(run_dir / MODEL))
     distributed.barrier()  # no rank leaves before the model is on disk
     return totals
+
+
+def run_epoch(epoch: int, cfg: Config, model: nn.Module, eager: nn.Module, forward: nn.Module,
+              opt: torch.optim.Optimizer, sched: Any, loader: AdaptiveSubsetLoader, splits: Splits, rt: Runtime,
+              capture: FilterStats | None, frozen: list[nn.Module], totals: dict[str, Any], tracker: Tracker,
+              run_dir: Path, log: Callable[[str], None]) -> None:
+    """Re-select if due, train one pass over the subset, evaluate, log, checkpoint."""
+    t = cfg.train
+    start = time.perf_counter()
+    try:
+        selection = loader.reselect_if_due(epoch, model)
+    except NonFiniteSelection as exc:  # the model's features or logits are NaN: it diverged in the last epoch
+        raise TrainingDiverged(epoch + 1, 0, float("nan"), f"the selection input ({exc})") from None
+    select_time = time.perf_counter() - start
+    capturing = capture is not None and epoch >= t.epochs - t.capture_epochs
+    if capturing:
+        capture.attach()  # hooks on the eager module: this epoch runs uncompiled
+    try:
+        train_loss, train_acc = train_epoch(eager if capturing else forward, loader, opt, rt, epoch,
+                                            bar_enabled(cfg.run.progress) and distributed.is_main(), frozen)
+    finally:
+        if capture is not None:
+            capture.detach()
+    sched.step()
+    epoch_time = time.perf_counter() - start
+    metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
+    if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+        metrics.update(evaluate_splits(model, splits, rt, t.eval_batch_size))
+        if not math.isfinite(metrics.get("val_loss", 0.0)):  # never keep a checkpoint of a broken model as good
+            raise TrainingDiverged(epoch + 1, 0, metrics["val_loss"], "the validation loss")
+    metrics.update(epoch_time=epoch_time, select_time=select_time, subset_size=len(loader.selection),
+                   lr=opt.param_groups[0]["lr"])
+    if selection is not None:
+        metrics.update({k: v for k, v in selection.stats.items() if k.startswith("select_") and k != "select_time"})
+        log(selection_line(epoch + 1, selection.stats))
+    update_totals(totals, metrics, epoch_time - select_time)
+    tracker.log_metrics(metrics, step=epoch + 1)
+    log(epoch_line(epoch + 1, metrics))
+    if distributed.is_main():
+        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, sched, loader, totals, capture)
 
 
 def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim.Optimizer, rt: Runtime,

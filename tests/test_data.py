@@ -114,3 +114,43 @@ def test_channel_stats_of_constant_images():
     x = torch.full((5, 3, 4, 4), 51, dtype=torch.uint8)
     mean, std = channel_stats(x, chunk=2)
     assert torch.allclose(mean, torch.full((3,), 0.2)) and torch.all(std < 1e-3)
+
+
+# ---------------------------------------------------------------- label noise
+
+
+def test_symmetric_noise_is_exact_seeded_and_always_wrong():
+    from glister_train.data import noisy_labels
+
+    y = torch.arange(1000) % 10
+    a = noisy_labels(y, 0.4, "symmetric", 10, torch.Generator().manual_seed(0))
+    b = noisy_labels(y, 0.4, "symmetric", 10, torch.Generator().manual_seed(0))
+    c = noisy_labels(y, 0.4, "symmetric", 10, torch.Generator().manual_seed(1))
+    assert int((a != y).sum()) == 400 and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.bincount(a[a != y], minlength=10).min() > 20  # wrong labels spread over every class
+
+
+def test_pair_noise_flips_the_cifar10_pairs_only():
+    from glister_train.data import PAIR_FLIPS, noisy_labels
+
+    y = torch.arange(1000) % 10
+    out = noisy_labels(y, 0.4, "pairs", 10, torch.Generator().manual_seed(0))
+    for c in range(10):
+        changed = out[(y == c)] != c
+        assert int(changed.sum()) == (40 if c in PAIR_FLIPS else 0)
+        if c in PAIR_FLIPS:
+            assert set(out[(y == c) & (out != y)].tolist()) == {PAIR_FLIPS[c]}
+    with pytest.raises(DataError, match="needs 10 classes"):
+        noisy_labels(y % 4, 0.4, "pairs", 4, torch.Generator())
+
+
+def test_noise_reaches_the_training_split_only(tmp_path: Path):
+    write_npz(tmp_path / "d", n_train=400, classes=4)
+    clean = load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path / "d")))
+    noisy = load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path / "d"), label_noise=0.25))
+    assert clean.noisy is None and noisy.noisy is not None
+    assert torch.equal(clean.val.y, noisy.val.y) and torch.equal(clean.test.y, noisy.test.y)
+    assert torch.equal(clean.train.x, noisy.train.x)
+    assert torch.equal(noisy.noisy, noisy.train.y != clean.train.y)
+    assert int(noisy.noisy.sum()) == round(0.25 * len(clean.train))
+    assert "wrong_labels=0.250" in noisy.describe()

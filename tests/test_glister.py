@@ -189,3 +189,123 @@ def test_empty_class_in_the_pool_and_candidate_pool():
     sel = GlisterSelector(mean=torch.zeros(3), std=torch.ones(3), pool_fraction=0.5)
     out = sel.select(TinyNet(4, 4), train, image_data(12, seed=2), 20, generator=torch.Generator().manual_seed(0))
     assert len(out) == 20 and len(torch.unique(out.indices)) == 20
+
+
+@pytest.mark.parametrize("mode", ["naive", "stochastic", "batched"])
+def test_non_finite_gains_raise_instead_of_looping(mode):
+    """NaN in the problem (a diverged model) must raise at once: an empty pick never ends the greedy."""
+    import time
+
+    from glister_train.errors import NonFiniteSelection
+
+    problem, _ = make_problem(n=200, v=50)
+    problem.h[:] = float("nan")
+    start = time.perf_counter()
+    with pytest.raises(NonFiniteSelection, match="non-finite candidate features"):
+        greedy(problem, 50, torch.tensor([50]), mode=mode, block=5, generator=torch.Generator().manual_seed(0))
+    assert time.perf_counter() - start < 1.0
+
+
+def test_selector_refuses_nan_features_within_a_second():
+    import time
+
+    from glister_train.errors import NonFiniteSelection
+
+    model = TinyNet(4, 4)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    sel = GlisterSelector(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1)
+    start = time.perf_counter()
+    with pytest.raises(NonFiniteSelection, match="non-finite candidate features"):
+        sel.select(model, image_data(60), image_data(24, seed=1), 20, generator=torch.Generator().manual_seed(0))
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("mode", ["naive", "stochastic", "batched"])
+def test_an_overflowing_lookahead_raises(mode):
+    """Finite inputs whose lookahead step overflows to inf: the gains turn NaN mid-greedy."""
+    from glister_train.errors import NonFiniteSelection
+
+    problem, _ = make_problem(n=200, v=50, eta=1e38)
+    with pytest.raises(NonFiniteSelection, match="no finite gain"):
+        greedy(problem, 50, torch.tensor([50]), mode=mode, block=5, generator=torch.Generator().manual_seed(0))
+
+
+# ---------------------------------------------------------------- sampling from the gains
+
+
+def test_sampling_keys_drop_and_keep_quotas():
+    from glister_train.selection.sampling import sampling_keys
+
+    scores = torch.tensor([5.0, 4, 3, 2, 1, -1, -2, -3, 9, 8])
+    groups = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    quotas = torch.tensor([3, 2])
+    keys = sampling_keys(scores, groups, quotas, temperature=1.0, drop_negative=True)
+    assert torch.isinf(keys[5:8]).all() and torch.isfinite(keys[:5]).all() and torch.isfinite(keys[8:]).all()
+    keys = sampling_keys(scores, groups, quotas, temperature=1.0, drop_share=0.5)
+    assert torch.isinf(keys[4:8]).all() and torch.isfinite(keys[:4]).all()  # 4 of class 0's 8, 1 of class 1's 2
+    assert int(torch.isinf(keys[8:]).sum()) == 0  # class 1 needs both of its two for its quota
+    keys = sampling_keys(scores, groups, torch.tensor([7, 2]), temperature=1.0, drop_negative=True)
+    assert int(torch.isfinite(keys[:8]).sum()) == 7 and torch.isinf(keys[7])  # the best excluded come back
+
+
+def test_draw_is_exact_seeded_and_follows_the_temperature():
+    from glister_train.selection.sampling import draw, sampling_keys
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2000, generator=g)
+    groups = torch.arange(2000) % 4
+    quotas = budget_quotas(groups, 300, 4)
+    for t, share in ((0.05, 0.0), (1.0, 0.0), (1.0, 0.3), (1e6, 0.0)):
+        keys = sampling_keys(scores, groups, quotas, temperature=t)
+        a = draw(keys, groups, quotas, torch.Generator().manual_seed(1), share)
+        b = draw(keys, groups, quotas, torch.Generator().manual_seed(1), share)
+        assert torch.equal(a, b) and len(torch.unique(a)) == 300
+        assert torch.bincount(groups[a], minlength=4).tolist() == quotas.tolist()
+    hot = draw(sampling_keys(scores, groups, quotas, temperature=1e6), groups, quotas, torch.Generator().manual_seed(2))
+    cold = draw(sampling_keys(scores, groups, quotas, temperature=0.01), groups, quotas, torch.Generator().manual_seed(2))
+    topk = set(top_within_quotas_ref(scores, groups, quotas))
+    assert len(topk & set(cold.tolist())) >= 290  # a low temperature is nearly the per-class top-k
+    assert abs(float(scores[hot].mean())) < 0.15  # a high one nearly uniform
+
+
+def top_within_quotas_ref(scores, groups, quotas):
+    out = []
+    for c, q in enumerate(quotas.tolist()):
+        members = (groups == c).nonzero().squeeze(1)
+        out += members[torch.argsort(scores[members], descending=True)[:q]].tolist()
+    return out
+
+
+@pytest.mark.parametrize("options", [{}, {"drop_negative": True}, {"uniform_share": 0.2, "drop_share": 0.3},
+                                     {"temperature": 0.5, "redraw": True}])
+def test_soft_sampling_selector_contract(options):
+    train, val = image_data(60), image_data(24, seed=1)
+    model = TinyNet(4, 4).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    sel = GlisterSelector(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft", **options)
+    a = sel.select(model, train, val, 17, generator=torch.Generator().manual_seed(3))
+    b = sel.select(model, train, val, 17, generator=torch.Generator().manual_seed(3))
+    assert len(a) == 17 and len(torch.unique(a.indices)) == 17 and torch.equal(a.indices, b.indices)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.bincount(train.y[a.indices], minlength=4).tolist() == budget_quotas(train.y, 17, 4).tolist()
+    again = sel.redraw(a.cache, train, 17, generator=torch.Generator().manual_seed(4))
+    assert len(torch.unique(again.indices)) == 17
+    assert torch.bincount(train.y[again.indices], minlength=4).tolist() == budget_quotas(train.y, 17, 4).tolist()
+    assert sel.redraws == bool(options.get("redraw"))
+
+
+def test_soft_sampling_with_a_clean_validation_set_avoids_wrong_labels():
+    """The first-order gain of a mislabeled example opposes the clean validation gradient: dropping the
+    negative gains and sampling the rest must hold far fewer wrong labels than the pool."""
+    from glister_train.selection.sampling import draw, sampling_keys
+
+    problem, (*_, flipped) = make_problem(n=400, v=200, noise=0.4, eta=0.05, trained=True)
+    scores = problem.gains(*problem.val_gradient(problem.zv))
+    quotas = torch.tensor([120])
+    keys = sampling_keys(scores, torch.zeros(400, dtype=torch.long), quotas, temperature=1.0, drop_negative=True)
+    chosen = draw(keys, torch.zeros(400, dtype=torch.long), quotas, torch.Generator().manual_seed(0))
+    base = float(flipped.float().mean())
+    assert float(flipped[chosen].float().mean()) < 0.25 * base

@@ -74,7 +74,8 @@ def test_server_gone_mid_run_loses_nothing_locally(aws, npz_dir: Path, tmp_path:
     assert summary["status"] == "completed"
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
     report = json.loads((tmp_path / "run" / "summary.json").read_text())["tracking"][0]
-    assert report["delivered"] is False and report["undelivered_metric_steps"] == 2
+    # delivery runs beside training, so the last steps sent before the stop may or may not have gone out
+    assert report["delivered"] is False and 2 <= report["undelivered_metric_steps"] <= 4
     assert any("tracker sagemaker" in line and "will retry" in line for line in lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -60,12 +61,67 @@ def test_resilient_retries_in_order_and_reports():
     t = Resilient("flaky", remote, warnings.append)
     t.log_params({"a": 1})
     t.log_metrics({"loss": 1.0, "hist": [1, 2], "nan": float("nan")}, step=1)
-    assert remote.metrics == [] and t.report()["undelivered_calls"] == 2
     t.log_metrics({"loss": 0.5}, step=2)
-    t.close()
+    t.close()  # wakes the worker from its pause after the failures and waits for it to deliver
     assert remote.params == {"a": 1}
     assert remote.metrics == [(1, {"loss": 1.0}), (2, {"loss": 0.5})]  # scalars only, in order
     assert remote.status == "completed" and t.report()["delivered"] and len(warnings) == 1
+
+
+class Hanging(MemoryTracker):
+    """Every call blocks for ``seconds`` and then fails: a blackholed endpoint behind long client retries."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+
+    def __getattribute__(self, name):
+        if name in ("log_params", "log_metrics", "log_artifact", "close"):
+            def call(*args):
+                self.calls += 1
+                time.sleep(self.seconds)
+                raise TimeoutError("read timed out")
+            return call
+        return super().__getattribute__(name)
+
+
+def test_a_hanging_tracker_never_blocks_the_training_thread():
+    remote = Hanging(2.0)
+    t = Resilient("hanging", remote, quiet, close_timeout=0.5)
+    start = time.perf_counter()
+    t.log_params({"a": 1})
+    for step in range(1, 200):
+        t.log_metrics({"loss": 1.0}, step=step)
+    assert time.perf_counter() - start < 0.1  # the calls only queue
+    t.close()
+    assert time.perf_counter() - start < 1.0  # close waits at most close_timeout
+    report = t.report()
+    assert not report["delivered"] and report["undelivered_metric_steps"] == 199 and remote.calls == 1
+
+
+def test_a_refusing_tracker_is_given_up_at_close_after_one_more_try():
+    remote = Flaky(failures=10**6)
+    t = Resilient("down", remote, quiet, close_timeout=30)
+    t.log_params({"a": 1})
+    time.sleep(4)  # failures at 0, 1, 3 s: the circuit is open
+    start = time.perf_counter()
+    t.close()
+    assert time.perf_counter() - start < 0.5 and not t.report()["delivered"]
+
+
+def test_mlflow_outage_adds_little_to_a_run(npz_dir: Path, tmp_path: Path):
+    """A dead MLflow server (nothing listens on port 9) once added about 247 s per call to the training thread."""
+    pytest.importorskip("mlflow")
+    start = time.perf_counter()
+    train_run(tiny_config(npz_dir, train={"epochs": 3}), tmp_path / "plain", log=quiet)
+    plain = time.perf_counter() - start
+    cfg = tiny_config(npz_dir, train={"epochs": 3}, run={"tracker": "mlflow", "tracking_uri": "http://127.0.0.1:9"})
+    start = time.perf_counter()
+    summary = train_run(cfg, tmp_path / "dead", log=quiet)
+    dead = time.perf_counter() - start
+    assert summary["status"] == "completed" and not summary["tracking"][0]["delivered"]
+    assert len(read_metrics(tmp_path / "dead")) == 3
+    assert dead - plain < max(0.05 * plain, 1.5), (plain, dead)
 
 
 def test_a_dead_tracker_never_stops_training(npz_dir: Path, tmp_path: Path, monkeypatch):

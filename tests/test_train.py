@@ -55,14 +55,17 @@ def test_run_folder_contents(npz_dir: Path, tmp_path: Path):
     assert model(torch.zeros(1, 3, 12, 12)).shape == (1, 4)
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path):
-    cfg = tiny_config(npz_dir, train={"epochs": 4}, selection={"select_every": 2})
+SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "redraw": True, "select_every": 2}
+
+
+@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW], ids=["adaptive-random", "glister-redraw"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path, selection):
+    cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=selection)
     full = train_run(cfg, tmp_path / "full", log=quiet)
 
     # stop after epoch 2: run 2 epochs of the same config, then mark the folder as killed mid-run
     part = tmp_path / "part"
-    short = C.merge(cfg, {"train": {"epochs": 4}})
-    _interrupt_after(short, part, epochs=2)
+    _interrupt_after(cfg, part, epochs=3)
     resumed = train_run(cfg, part, resume=True, log=quiet)
     assert resumed["status"] == "completed"
     assert [m["train_loss"] for m in read_metrics(part)] == [m["train_loss"] for m in read_metrics(tmp_path / "full")]
@@ -148,3 +151,36 @@ def test_weights_reach_the_loss(npz_dir: Path, tmp_path: Path):
     assert doubled == pytest.approx(one_epoch(w), rel=1e-6)  # weights are normalized per batch
     half = torch.where(splits.train.y == 0, torch.tensor(3.0), torch.tensor(1.0))
     assert one_epoch(half) != pytest.approx(one_epoch(w), rel=1e-4)
+
+
+def test_label_noise_is_what_the_loss_sees_and_selections_measure_it(npz_dir: Path, tmp_path: Path):
+    from glister_train.data import normalize
+    from glister_train.runtime import resolve_runtime
+    from glister_train.train import make_loader
+
+    cfg = tiny_config(npz_dir, data={"label_noise": 0.3, "augment": False}, selection={"selector": "glister"})
+    splits = load_splits(cfg.data)
+    assert splits.noisy.any()
+    # each image the loader yields carries its noisy label, never the true one
+    images = normalize(splits.train.x, splits.mean, splits.std)
+    index = {images[i].numpy().tobytes(): i for i in range(len(images))}
+    loader = make_loader(cfg, splits, resolve_runtime(cfg.runtime))
+    for batch in loader:
+        for x, y in zip(batch.x, batch.y):
+            assert int(y) == int(splits.train.y[index[x.numpy().tobytes()]])
+    summary = train_run(cfg, tmp_path / "run", log=quiet)
+    assert summary["label_noise"]["wrong"] == int(splits.noisy.sum())
+    rows = read_metrics(tmp_path / "run")
+    shares = [r["select_noisy_share"] for r in rows if "select_noisy_share" in r]
+    assert len(shares) == 2 and all(0 <= s <= 1 for s in shares)
+    assert rows[0]["select_pool_noisy_share"] == pytest.approx(float(splits.noisy.float().mean()))
+
+
+def test_soft_glister_redraws_every_epoch_and_scores_every_r(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=SOFT_REDRAW)
+    train_run(cfg, tmp_path / "run", log=quiet)
+    rows = read_metrics(tmp_path / "run")
+    # epoch 1 random (untrained model), 2 a fresh random draw (no scores yet), 3 and 5 scored, 4 redrawn
+    assert ["select_objective" in r for r in rows] == [False, False, True, False, True]
+    assert all("select_overlap" in r for r in rows[1:])
+    assert "select_forward_time" not in rows[3] and rows[3]["select_time"] < rows[2]["select_time"]

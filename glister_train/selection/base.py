@@ -16,6 +16,9 @@ class Selection:
     indices: torch.Tensor  # int64, unique, into the training split
     weights: torch.Tensor  # float32 > 0, same length (all ones for GLISTER)
     stats: dict[str, Any] = field(default_factory=dict)  # per-selection metrics (time, objective, ...)
+    # what a selector that redraws needs to draw the next subset without another forward pass (its
+    # scores); the loader keeps it, checkpoints it and hands it back to ``selector.redraw``
+    cache: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.indices.dtype != torch.int64 or self.indices.ndim != 1:
@@ -28,8 +31,8 @@ class Selection:
         return len(self.indices)
 
     @staticmethod
-    def uniform(indices: torch.Tensor, **stats: Any) -> Selection:
-        return Selection(indices, torch.ones(len(indices)), dict(stats))
+    def uniform(indices: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, **stats: Any) -> Selection:
+        return Selection(indices, torch.ones(len(indices)), dict(stats), cache)
 
 
 class SubsetSelector(Protocol):
@@ -40,6 +43,10 @@ class SubsetSelector(Protocol):
                generator: torch.Generator) -> Selection:
         """Pure: must not change the model's parameters, mode or the global RNG state."""
         ...
+
+# A selector may also offer ``redraw(cache, train, budget, *, generator) -> Selection``: a new subset
+# from the ``cache`` of its last selection, with no model and no forward pass. The loader calls it at the
+# epochs between selections when the selector's ``redraws`` attribute is true.
 
 
 def budget_for(fraction: float, n: int) -> int:

@@ -30,11 +30,15 @@ from torch.nn import functional as F
 
 from .. import distributed
 from ..data import ImageData, normalize
+from ..errors import NonFiniteSelection
 from .base import Selection
+from .quotas import budget_quotas, top_within_quotas
+from .sampling import draw, sampling_keys
 
 GREEDY = ("naive", "stochastic", "batched")
 LAST_LAYER = ("bias", "full")
 LOOKAHEAD = ("sum", "mean")
+SAMPLING = ("greedy", "soft")
 
 
 # ---------------------------------------------------------------- the objective and its gradient
@@ -79,6 +83,13 @@ class LastLayerProblem:
         r = self.r[chosen]
         return (r.T @ self.h[chosen] if self.full else None), r.sum(0)
 
+    def check_finite(self) -> None:
+        """A diverged model gives NaN features or logits: say so, rather than rank NaNs."""
+        for name, t in (("candidate features", self.h), ("candidate gradients", self.r),
+                        ("validation features", self.hv), ("validation logits", self.zv)):
+            if not torch.isfinite(t).all():
+                raise NonFiniteSelection(f"{int((~torch.isfinite(t)).sum())} non-finite {name}")
+
     def objective(self, chosen: torch.Tensor) -> float:
         """Mean validation log-likelihood after the lookahead step on ``chosen``: the GLISTER objective."""
         sum_w, sum_b = self.sums(chosen)
@@ -89,21 +100,10 @@ class LastLayerProblem:
 # ---------------------------------------------------------------- greedy maximization
 
 
-def budget_quotas(groups: torch.Tensor, budget: int, num_groups: int) -> torch.Tensor:
-    """Each group's share of the budget, proportional to its size (largest remainder, exact total)."""
-    counts = torch.bincount(groups, minlength=num_groups).double()
-    share = counts * budget / counts.sum()
-    quota = share.floor().long()
-    short = budget - int(quota.sum())
-    if short:
-        room = (quota < counts).double()  # a group never gets more than it holds
-        quota[torch.argsort((share - quota) * room, descending=True, stable=True)[:short]] += 1
-    return quota
-
-
 def greedy(problem: LastLayerProblem, budget: int, quotas: torch.Tensor, *, mode: str = "batched", block: int = 1,
            epsilon: float = 0.01, generator: torch.Generator | None = None) -> torch.Tensor:
     """Indices of the chosen candidates, in the order chosen; exactly ``budget`` of them."""
+    problem.check_finite()
     n, c = problem.r.shape
     eligible = quotas[problem.groups] > 0
     left = quotas.clone()
@@ -124,11 +124,16 @@ def greedy(problem: LastLayerProblem, budget: int, quotas: torch.Tensor, *, mode
             cand = cand[eligible[cand]]
             if len(cand) == 0:  # every draw hit a taken example: look at all that are left
                 cand = remaining = eligible.nonzero().squeeze(1)
-            pick = cand[problem.gains(gw, gb, cand).argmax()].view(1)
+            cand_gains = problem.gains(gw, gb, cand)
+            best = cand_gains.argmax().view(1)
+            pick, picked_gains = cand[best], cand_gains[best]
         else:
             gains = problem.gains(gw, gb).masked_fill_(~eligible, -math.inf)
             m = 1 if mode == "naive" else min(block, budget - taken)
-            pick = gains.argmax().view(1) if m == 1 else _top_within_quotas(gains, problem.groups, left, m)
+            pick = gains.argmax().view(1) if m == 1 else top_within_quotas(gains, problem.groups, left, m)
+            picked_gains = gains[pick]
+        if len(pick) == 0 or not torch.isfinite(picked_gains).all():  # the lookahead step overflowed
+            raise NonFiniteSelection(f"no finite gain after choosing {taken} of {budget} examples")
         chosen.append(pick)
         taken += len(pick)
         live -= len(pick)
@@ -145,15 +150,6 @@ def greedy(problem: LastLayerProblem, budget: int, quotas: torch.Tensor, *, mode
         if problem.full:
             sum_w += dw
     return torch.cat(chosen)
-
-
-def _top_within_quotas(gains: torch.Tensor, groups: torch.Tensor, left: torch.Tensor, m: int) -> torch.Tensor:
-    """The ``m`` highest-gain candidates such that no group takes more than it has left."""
-    order = torch.argsort(gains, descending=True)
-    order = order[torch.isfinite(gains[order])]
-    g = groups[order]
-    rank = F.one_hot(g, len(left)).cumsum(0).gather(1, g[:, None]).squeeze(1) - 1  # position within its group
-    return order[rank < left[g]][:m]
 
 
 # ---------------------------------------------------------------- the selector
@@ -174,11 +170,16 @@ class GlisterSelector:
 
     def __init__(self, *, mean: torch.Tensor, std: torch.Tensor, eta: float = 0.01, greedy: str = "batched",
                  block_size: int = 0, epsilon: float = 0.01, per_class: bool = True, last_layer: str = "full",
-                 lookahead: str = "sum", pool_fraction: float = 1.0, device: str | torch.device = "cpu",
+                 lookahead: str = "sum", pool_fraction: float = 1.0, sampling: str = "greedy",
+                 temperature: float = 1.0, uniform_share: float = 0.0, drop_share: float = 0.0,
+                 drop_negative: bool = False, redraw: bool = False, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 256):
-        if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD:
-            raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}: "
-                             f"choose from {GREEDY}, {LAST_LAYER}, {LOOKAHEAD}")
+        if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
+            raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
+                             f"sampling={sampling!r}: choose from {GREEDY}, {LAST_LAYER}, {LOOKAHEAD}, {SAMPLING}")
+        self.sampling, self.temperature, self.uniform_share = sampling, temperature, uniform_share
+        self.drop_share, self.drop_negative = drop_share, drop_negative
+        self.redraws = redraw and sampling == "soft"  # the greedy has no scores to draw from again
         self.mean, self.std, self.eta = mean, std, eta
         self.greedy, self.block_size, self.epsilon = greedy, block_size, epsilon
         self.per_class, self.last_layer, self.lookahead = per_class, last_layer, lookahead
@@ -222,8 +223,7 @@ class GlisterSelector:
 
     def maximize(self, problem: LastLayerProblem, budget: int, generator: torch.Generator) -> torch.Tensor:
         """Greedy maximization with this selector's options; positions into the pool, in the order chosen."""
-        num_groups = int(problem.r.shape[1]) if self.per_class else 1
-        quotas = budget_quotas(problem.groups, budget, num_groups)
+        quotas = budget_quotas(problem.groups, budget, self.num_groups(problem))
         block = self.block_size or max(1, math.ceil(budget / 100))
         return greedy(problem, budget, quotas, mode=self.greedy, block=block, epsilon=self.epsilon, generator=generator)
 
@@ -237,14 +237,36 @@ class GlisterSelector:
             pool = torch.sort(torch.randperm(n, generator=generator)[:size]).values
         problem = self.problem(model, train, val, pool)
         forward_time = time.perf_counter() - start
-        order = self.maximize(problem, budget, generator)
+        cache, extra = None, {}
+        if self.sampling == "greedy":
+            order = self.maximize(problem, budget, generator)
+        else:
+            problem.check_finite()
+            scores = problem.gains(*problem.val_gradient(problem.zv))  # first-order gains at the model itself
+            quotas = budget_quotas(problem.groups, budget, self.num_groups(problem))
+            keys = sampling_keys(scores, problem.groups, quotas, temperature=self.temperature,
+                                 drop_share=self.drop_share, drop_negative=self.drop_negative)
+            order = draw(keys, problem.groups, quotas, generator, self.uniform_share)
+            cache = {"pool": pool, "keys": keys, "groups": problem.groups, "quotas": quotas}
+            extra = {"select_positive_gain_share": float((scores > 0).float().mean()),
+                     "select_kept_share": float(torch.isfinite(keys).float().mean())}
         greedy_time = time.perf_counter() - start - forward_time
         random_pick = torch.randperm(len(pool), generator=generator)[:budget]
         return Selection.uniform(
-            torch.sort(pool[order]).values,
+            torch.sort(pool[order]).values, cache,
             select_forward_time=forward_time,
             select_greedy_time=greedy_time,
             select_objective=problem.objective(order),
             select_objective_random=problem.objective(random_pick),
             select_objective_none=float(-F.cross_entropy(problem.zv, problem.yv)),
+            **extra,
         )
+
+    def redraw(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int, *,
+               generator: torch.Generator) -> Selection:
+        """A new draw from the last selection's keys: no model, no forward pass."""
+        order = draw(cache["keys"], cache["groups"], cache["quotas"], generator, self.uniform_share)
+        return Selection.uniform(torch.sort(cache["pool"][order]).values, cache, selector="glister-redraw")
+
+    def num_groups(self, problem: LastLayerProblem) -> int:
+        return int(problem.r.shape[1]) if self.per_class else 1

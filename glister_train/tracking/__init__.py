@@ -29,14 +29,16 @@ def make_tracker(cfg, run_dir: str | Path, epochs_done: int | None = None, log=p
         run_name = run.run_name or os.environ.get("TRAINING_JOB_NAME") or Path(run_dir).name
         experiment = run.experiment_name or "glister-train"
         trackers.append(Resilient(
-            "sagemaker", lambda: SageMakerTracker(experiment, _sagemaker_name(run_name), in_job=in_job), log))
+            "sagemaker", lambda: SageMakerTracker(experiment, _sagemaker_name(run_name), in_job=in_job), log,
+            run.tracking_timeout))
     if name == "mlflow":
         _require("mlflow", "mlflow")
         from .mlflow import MlflowTracker
 
         run_name = run.run_name or Path(run_dir).name
         trackers.append(Resilient(
-            "mlflow", lambda: MlflowTracker(run.tracking_uri, run.experiment_name, run_name), log))
+            "mlflow", lambda: MlflowTracker(run.tracking_uri, run.experiment_name, run_name), log,
+            run.tracking_timeout))
     return FanOut(trackers)
 
 

@@ -7,6 +7,7 @@ with the ``sagemaker-mlflow`` plugin installed (``pip install sagemaker-mlflow``
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,10 @@ class MlflowTracker:
         except ImportError:
             raise UsageError("--tracker mlflow needs MLflow: pip install 'glister-train[mlflow]'") from None
         self.tracking_uri = tracking_uri or "sqlite:///mlflow.db"
+        # MLflow's own HTTP retries (7, backoff to about 4 minutes a call) would hold the delivery thread for
+        # minutes on a dead server; the Resilient wrapper retries instead. A user's own settings win.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         name = experiment_name or "glister-train"
         experiment = self.client.get_experiment_by_name(name)

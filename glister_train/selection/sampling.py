@@ -1,0 +1,72 @@
+"""Drawing a subset from per-example scores instead of taking the top-k (GLISTER ``sampling: soft``).
+
+Per class (budget group), the scores are standardized, divided by a temperature and perturbed with Gumbel
+noise; the top of the perturbed keys is then a draw without replacement with probabilities proportional
+to ``exp(z / T)`` (the Gumbel-top-k trick). ``T -> inf`` is a uniform random subset per class, ``T -> 0`` the
+top-k. A ``uniform_share`` of each class's quota is drawn uniformly among the kept candidates, and the
+lowest-scoring candidates can be excluded first (``drop_share`` of each class, or every negative score):
+under label noise with a clean validation set those are the examples whose gradient opposes it.
+
+The keys depend only on the scores, so a new subset can be drawn from them every epoch (``redraw``)
+without another forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .quotas import budget_quotas, top_within_quotas
+
+
+def sampling_keys(scores: torch.Tensor, groups: torch.Tensor, quotas: torch.Tensor, *, temperature: float,
+                  drop_share: float = 0.0, drop_negative: bool = False) -> torch.Tensor:
+    """Per-class standardized ``scores / temperature``; ``-inf`` for the excluded candidates.
+
+    A class never loses so many candidates that it cannot fill its quota: the best of the excluded
+    come back, in score order.
+    """
+    num_groups = len(quotas)
+    counts = torch.bincount(groups, minlength=num_groups).double()
+    mean = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, groups, scores.double()) / counts.clamp_min(1)
+    centred = scores.double() - mean[groups]
+    var = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, groups, centred.square()) / counts.clamp_min(1)
+    z = centred / var.sqrt().clamp_min(1e-12)[groups]
+    keys = (z / temperature).float()
+    excluded = torch.zeros(len(scores), dtype=torch.bool)
+    if drop_negative:
+        excluded |= scores <= 0
+    if drop_share > 0:  # the lowest drop_share of each class by rank
+        order = torch.argsort(scores)
+        g = groups[order]
+        rank = torch.zeros(len(scores), dtype=torch.long)
+        rank[order] = torch.nn.functional.one_hot(g, num_groups).cumsum(0).gather(1, g[:, None]).squeeze(1) - 1
+        excluded |= rank < (drop_share * counts[groups]).floor().long()
+    if excluded.any():  # keep at least each class's quota: the best excluded come back first
+        kept = torch.bincount(groups[~excluded], minlength=num_groups)
+        short = (quotas - kept).clamp_min(0)
+        if short.any():
+            back = top_within_quotas(torch.where(excluded, scores, torch.full_like(scores, -math.inf)), groups,
+                                     short, int(short.sum()))
+            excluded[back] = False
+        keys = keys.masked_fill(excluded, -math.inf)
+    return keys
+
+
+def draw(keys: torch.Tensor, groups: torch.Tensor, quotas: torch.Tensor, generator: torch.Generator,
+         uniform_share: float = 0.0) -> torch.Tensor:
+    """Positions of a subset with exactly ``quotas`` per group: Gumbel-top-k on ``keys``, and a
+    ``uniform_share`` of each quota uniformly among the candidates whose key is finite."""
+    usable = torch.isfinite(keys)
+    uniform = (uniform_share * quotas.double()).round().long()
+    gumbel = -torch.log(-torch.log(torch.rand(len(keys), generator=generator).clamp_(1e-20, 1 - 1e-7)))
+    soft = top_within_quotas(keys + gumbel, groups, quotas - uniform, int((quotas - uniform).sum()))
+    if not int(uniform.sum()):
+        return soft
+    rest = torch.rand(len(keys), generator=generator).masked_fill_(~usable, -math.inf)
+    rest[soft] = -math.inf
+    return torch.cat([soft, top_within_quotas(rest, groups, uniform, int(uniform.sum()))])
+
+
+__all__ = ["budget_quotas", "draw", "sampling_keys"]

@@ -1,0 +1,131 @@
+"""A run folder is never lost: restartable before its first checkpoint, one writer at a time, checkpoints
+that belong to it. In-process through ``train_run`` (fast), plus the command line where exit codes matter."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glister_train import runlock
+from glister_train.errors import TrainingDiverged, UsageError
+from glister_train.run import train_run
+from glister_train.tracking import read_metrics
+
+from .conftest import tiny_config
+from .test_cli import cli
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def test_a_run_that_diverged_in_its_first_epoch_can_be_restarted_and_resumed(npz_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as caught:
+        train_run(tiny_config(npz_dir, train={"lr": 1e6}), run, log=quiet)
+    assert "no checkpoint had been written yet" in str(caught.value)
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+    assert not (run / "checkpoint.pt").exists()
+    # the corrected command starts the folder afresh ...
+    assert train_run(tiny_config(npz_dir), run, log=quiet)["status"] == "completed"
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+    # ... and --resume on a folder that never reached a checkpoint is a fresh start too
+    other = tmp_path / "other"
+    with pytest.raises(TrainingDiverged):
+        train_run(tiny_config(npz_dir, train={"lr": 1e6}), other, log=quiet)
+    lines: list[str] = []
+    (other / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    import yaml
+
+    saved = yaml.safe_load((other / "config.yaml").read_text())
+    saved["train"]["lr"] = 0.05  # as a restarted job would find it: a config, a summary, no checkpoint
+    (other / "config.yaml").write_text(yaml.safe_dump(saved))
+    summary = train_run(tiny_config(npz_dir), other, resume=True, log=lines.append)
+    assert summary["status"] == "completed" and any("starting it from the beginning" in line for line in lines)
+
+
+def test_a_completed_run_is_never_overwritten(npz_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    train_run(tiny_config(npz_dir), run, log=quiet)
+    (run / "checkpoint.pt").unlink()
+    with pytest.raises(UsageError, match="already holds a run"):
+        train_run(tiny_config(npz_dir), run, log=quiet)
+
+
+def test_cli_restart_after_a_nan_in_epoch_1(npz_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    common = ("--preset", "smoke", "--dataset", "npz", "--data-dir", str(npz_dir), "--set", "model.name=tiny",
+              "--precision", "fp32", "--batch-size", "8", "--out", str(run))
+    failed = cli(*common, "--lr", "1e6")
+    assert failed.returncode == 1 and "no checkpoint had been written yet" in failed.stderr
+    done = cli(*common, "--lr", "0.05")
+    assert done.returncode == 0, done.stderr
+    assert "starting it from the beginning" in done.stdout
+
+
+def test_glister_on_a_diverged_model_exits_1_quickly(npz_dir: Path, tmp_path: Path):
+    """A model with one NaN weight gives NaN features: GLISTER must stop the run, not loop (it once spun
+    forever, growing its memory)."""
+    import time
+
+    import torch
+
+    from glister_train.models import TinyNet, save_model
+
+    model = TinyNet(4, 4)
+    with torch.no_grad():
+        model.conv1.weight.view(-1)[0] = float("nan")
+    save_model(tmp_path / "nan.pt", model, {"name": "tiny", "num_classes": 4, "width": 4, "in_channels": 3})
+    start = time.perf_counter()
+    done = cli("--preset", "smoke", "--dataset", "npz", "--data-dir", str(npz_dir), "--selector", "glister",
+               "--init-from", str(tmp_path / "nan.pt"), "--precision", "fp32", "--out", str(tmp_path / "run"))
+    assert done.returncode == 1, done.stderr
+    assert "non-finite candidate features" in done.stderr and "Traceback" not in done.stderr
+    assert time.perf_counter() - start < 60
+
+
+def _lock(run: Path, pid: int, host: str | None = None, boot: str | None = None) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / runlock.LOCK).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                                "boot_id": runlock._boot_id() if boot is None else boot,
+                                                "since": "2026-01-01T00:00:00+00:00"}))
+
+
+def test_a_live_lock_refuses_a_second_writer_and_a_stale_one_is_taken_over(npz_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lock(run, sleeper.pid)
+        with pytest.raises(UsageError, match=f"in use by process {sleeper.pid}"):
+            train_run(tiny_config(npz_dir), run, log=quiet)
+        with pytest.raises(UsageError, match="in use by process"):
+            train_run(tiny_config(npz_dir), run, resume=True, log=quiet)
+        assert not (run / "summary.json").exists()  # refused before anything was written
+        _lock(tmp_path / "far", sleeper.pid, host="another-host")
+        with pytest.raises(UsageError, match="on another-host"):
+            train_run(tiny_config(npz_dir), tmp_path / "far", log=quiet)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    _lock(run, sleeper.pid)  # its process is gone now
+    assert train_run(tiny_config(npz_dir), run, log=quiet)["status"] == "completed"
+    assert not (run / runlock.LOCK).exists()  # released at the end
+    _lock(tmp_path / "rebooted", os.getpid() + 1, boot="an-earlier-boot")  # a restarted job's own old lock
+    assert train_run(tiny_config(npz_dir), tmp_path / "rebooted", log=quiet)["status"] == "completed"
+
+
+def test_a_checkpoint_from_another_configuration_is_refused(npz_dir: Path, tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train_run(tiny_config(npz_dir, train={"epochs": 1}), a, log=quiet)
+    train_run(tiny_config(npz_dir, train={"epochs": 1, "lr": 0.01}), b, log=quiet)
+    (b / "checkpoint.pt").write_bytes((a / "checkpoint.pt").read_bytes())
+    before = (b / "summary.json").read_text()
+    with pytest.raises(UsageError, match="written under another configuration.*train.lr"):
+        train_run(tiny_config(npz_dir, train={"epochs": 1, "lr": 0.01}), b, resume=True, log=quiet)
+    assert (b / "summary.json").read_text() == before  # untouched
