@@ -14,12 +14,11 @@ import argparse
 import json
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config import Config, flatten, load_file
 from .errors import UsageError
 from .io import atomic_write_json, atomic_write_text
 from .tracking import read_metrics
@@ -34,14 +33,55 @@ class RunRecord:
     summary: dict[str, Any]  # final_test_acc, best_test_acc, select_time
     metrics: list[dict[str, Any]]  # per epoch; empty when the source keeps only aggregates
     epoch_time: float  # mean over epochs, selection included
+    config: dict[str, Any] = field(default_factory=dict)  # flattened, when the source has it
+    label: str = ""  # the selector and the options that set it apart from the other runs (see label_runs)
+    condition: str = ""  # the data and training setting it shares with the runs it is compared with
+
+    def curve(self) -> tuple[list[float], list[float]]:
+        """(cumulative training + selection seconds, test accuracy) after each evaluated epoch."""
+        times, accs, total = [], [], 0.0
+        for m in self.metrics:
+            total += m["epoch_time"]
+            if m.get("test_acc") is not None:
+                times.append(total)
+                accs.append(m["test_acc"])
+        return times, accs
 
 
 def _record(path: str, selector: str, fraction: float, seed: int, summary: dict[str, Any],
-            metrics: list[dict[str, Any]], epoch_time: float | None = None) -> RunRecord:
+            metrics: list[dict[str, Any]], epoch_time: float | None = None,
+            config: dict[str, Any] | None = None) -> RunRecord:
     fraction = 1.0 if selector == "full" else float(fraction)
     if epoch_time is None:
         epoch_time = statistics.fmean(m["epoch_time"] for m in metrics)
-    return RunRecord(path, selector, fraction, int(seed), summary, metrics, epoch_time)
+    return RunRecord(path, selector, fraction, int(seed), summary, metrics, epoch_time, config or {})
+
+
+# keys that say how a run was executed or named, not what it computed
+NOT_A_SETTING = ("run.", "runtime.", "data.data_dir", "data.download", "data.dataset", "data.val_dir",
+                 "selection.selector", "selection.fraction", "model.init_from")
+
+
+def label_runs(runs: list[RunRecord]) -> None:
+    """Name each run's group from the config keys that differ between the runs of the report.
+
+    A data, model or training key that differs makes a *condition* (e.g. ``label_noise=0.4``): runs are
+    only compared within one. A selection key that differs goes into the
+    *label* (``adaptive-random select_every=1``, ``glister sampling=soft``) where it is not the default
+    (``select_every`` always, when it differs: both of random's schedules are named).
+    """
+    keys = sorted({k for r in runs for k in r.config if not k.startswith(NOT_A_SETTING)})
+    varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
+    defaults = flatten(Config())
+    for run in runs:
+        run.condition = " ".join(f"{k.split('.')[-1]}={run.config.get(k)}" for k in varying
+                                 if not k.startswith("selection.")) or "-"
+    own = [k for k in varying if k.startswith("selection.")]
+    for run in runs:
+        parts = [] if run.selector == "full" else [
+            f"{k.split('.')[-1]}={run.config.get(k)}" for k in own
+            if run.config.get(k) != defaults.get(k) or k == "selection.select_every"]
+        run.label = " ".join([run.selector, *parts])
 
 
 def local_runs(paths: list[str]) -> list[RunRecord]:
@@ -56,9 +96,9 @@ def local_runs(paths: list[str]) -> list[RunRecord]:
             summary = json.loads(summary_path.read_text())
             if summary.get("status") != "completed":
                 continue
-            cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-            runs.append(_record(str(run_dir), cfg["selection"]["selector"], cfg["selection"]["fraction"],
-                                cfg["run"]["seed"], summary, read_metrics(run_dir)))
+            cfg = flatten(load_file(run_dir / "config.yaml"))
+            runs.append(_record(str(run_dir), cfg["selection.selector"], cfg["selection.fraction"],
+                                cfg["run.seed"], summary, read_metrics(run_dir), config=cfg))
     return runs
 
 
@@ -84,7 +124,7 @@ def sagemaker_runs(experiment: str, client=None) -> list[RunRecord]:
             params["selection.fraction"], params["run.seed"],
             {"final_test_acc": metrics["test_acc"]["Last"], "best_test_acc": metrics["test_acc"]["Max"],
              "select_time": select.get("Avg", 0.0) * select.get("Count", 0)},
-            [], epoch_time=metrics["epoch_time"]["Avg"]))
+            [], epoch_time=metrics["epoch_time"]["Avg"], config=params))
     return runs
 
 
@@ -110,7 +150,7 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
         runs.append(_record(
             f"mlflow:{run.info.run_id}", p["selection.selector"], p["selection.fraction"], p["run.seed"],
             {"final_test_acc": accs[-1], "best_test_acc": max(accs),
-             "select_time": sum(r.get("select_time", 0.0) for r in rows)}, rows))
+             "select_time": sum(r.get("select_time", 0.0) for r in rows)}, rows, config=dict(p)))
     return runs
 
 
@@ -118,54 +158,132 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def by_group(runs: list[RunRecord]) -> dict[tuple[str, float], list[RunRecord]]:
-    """Runs keyed by (selector, fraction): the seeds of one configuration together."""
-    groups: dict[tuple[str, float], list[RunRecord]] = defaultdict(list)
+def by_group(runs: list[RunRecord]) -> dict[tuple[str, str, float], list[RunRecord]]:
+    """Runs keyed by (condition, label, fraction): the seeds of one configuration together."""
+    if runs and not runs[0].label:
+        label_runs(runs)
+    groups: dict[tuple[str, str, float], list[RunRecord]] = defaultdict(list)
     for run in runs:
-        groups[(run.selector, run.fraction)].append(run)
+        groups[(run.condition, run.label, run.fraction)].append(run)
     return groups
+
+
+def acc_at(run: RunRecord, seconds: float) -> float:
+    """Test accuracy on ``run``'s accuracy-vs-time curve at ``seconds`` (linear between evaluated epochs)."""
+    times, accs = run.curve()
+    if seconds <= times[0]:
+        return accs[0] * seconds / times[0]  # from chance-free zero at time 0: only reached for tiny budgets
+    for i in range(1, len(times)):
+        if seconds <= times[i]:
+            w = (seconds - times[i - 1]) / (times[i] - times[i - 1])
+            return accs[i - 1] + w * (accs[i] - accs[i - 1])
+    return accs[-1]
+
+
+def equal_time(members: list[RunRecord], baseline: list[RunRecord]) -> tuple[float, float, float] | None:
+    """Both groups at the time the faster one finishes: (own accuracy, baseline accuracy, that time), means
+    over seeds. A slower run is judged at the baseline's end on its own curve (mid-schedule), a faster one
+    against the baseline's curve at its own end: neither side gets time the other did not have."""
+    if not all(r.metrics for r in members + baseline):
+        return None
+    own_end = statistics.fmean(r.curve()[0][-1] for r in members)
+    base_end = statistics.fmean(r.curve()[0][-1] for r in baseline)
+    t = min(own_end, base_end)
+    return (statistics.fmean(acc_at(r, t) for r in members), statistics.fmean(acc_at(r, t) for r in baseline), t)
+
+
+def verdict(diff: float | None, spread: float) -> str:
+    """``win`` / ``loss`` only when the difference exceeds the seeds' spread (the two groups' stds added)."""
+    if diff is None:
+        return "-"
+    return "win" if diff > spread else "loss" if diff < -spread else "tie"
+
+
+def _selection_mean(run: RunRecord, key: str) -> float | None:
+    values = [m[key] for m in run.metrics if m.get(key) is not None]
+    return statistics.fmean(values) if values else None
 
 
 def table(runs: list[RunRecord]) -> list[dict[str, Any]]:
     groups = by_group(runs)
-    full = groups.get(("full", 1.0))
-    full_epoch = statistics.fmean(r.epoch_time for r in full) if full else None
-    full_acc = statistics.fmean(r.summary["final_test_acc"] for r in full) if full else None
     rows = []
     order = {"full": 0, "adaptive-random": 1, "random": 2, "glister": 3}
-    for (selector, fraction), members in sorted(groups.items(), key=lambda kv: (kv[0][1], order.get(kv[0][0], 9))):
+    for (condition, label, fraction), members in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][2], order.get(kv[1][0].selector, 9), kv[0][1])):
+        selector = members[0].selector
+        full = groups.get((condition, "full", 1.0)) or next(
+            (g for (c, lab, _), g in groups.items() if c == condition and g[0].selector == "full"), None)
+        full_epoch = statistics.fmean(r.epoch_time for r in full) if full else None
+        full_acc = statistics.fmean(r.summary["final_test_acc"] for r in full) if full else None
         final = _mean_std([r.summary["final_test_acc"] for r in members])
         best = _mean_std([r.summary["best_test_acc"] for r in members])
         epoch = statistics.fmean(r.epoch_time for r in members)
-        rnd = groups.get(("adaptive-random", fraction))
-        rows.append({
-            "selector": selector, "fraction": fraction, "seeds": sorted(r.seed for r in members),
+        row = {
+            "condition": condition, "label": label, "selector": selector, "fraction": fraction,
+            "seeds": sorted(r.seed for r in members),
             "epoch_time": epoch, "cost_vs_full": epoch / full_epoch if full_epoch else None,
             "speedup": full_epoch / epoch if full_epoch else None,
             "final_test_acc": final[0], "final_test_acc_std": final[1],
             "best_test_acc": best[0], "best_test_acc_std": best[1],
+            "final_val_acc": statistics.fmean(r.summary.get("final_val_acc") or 0.0 for r in members),
             "vs_full": final[0] - full_acc if full_acc is not None else None,
-            "vs_adaptive_random": (final[0] - statistics.fmean(r.summary["final_test_acc"] for r in rnd)
-                                   if rnd and selector != "adaptive-random" else None),
             "select_time": statistics.fmean(r.summary.get("select_time", 0.0) for r in members),
-        })
+            "noisy_share": _mean_or_none([_selection_mean(r, "select_noisy_share") for r in members]),
+            "pool_noisy_share": _mean_or_none([_selection_mean(r, "select_pool_noisy_share") for r in members]),
+        }
+        row.update(against_random(groups, condition, fraction, members, final[1], selector))
+        rows.append(row)
     return rows
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def against_random(groups, condition: str, fraction: float, members: list[RunRecord], std: float,
+                   selector: str) -> dict[str, Any]:
+    """The comparison with adaptive random at the same fraction and condition, at its best schedule
+    (the better test accuracy of its runs there, e.g. R = GLISTER's and R = 1: a fresh subset costs it nothing)."""
+    candidates = [g for (c, _, f), g in groups.items()
+                  if c == condition and f == fraction and g[0].selector == "adaptive-random"]
+    if not candidates or selector in ("adaptive-random", "full"):
+        return {"random_label": None, "vs_adaptive_random": None, "equal_time_acc": None,
+                "equal_time_random_acc": None, "equal_time_seconds": None, "vs_adaptive_random_equal_time": None,
+                "verdict_equal_epochs": "-", "verdict_equal_time": "-"}
+    best = max(candidates, key=lambda g: statistics.fmean(r.summary["final_test_acc"] for r in g))
+    rnd_final = _mean_std([r.summary["final_test_acc"] for r in best])
+    own = statistics.fmean(r.summary["final_test_acc"] for r in members)
+    spread = std + rnd_final[1]
+    timed = equal_time(members, best)
+    diff_time = timed[0] - timed[1] if timed else None
+    return {"random_label": best[0].label, "vs_adaptive_random": own - rnd_final[0],
+            "equal_time_acc": timed[0] if timed else None, "equal_time_random_acc": timed[1] if timed else None,
+            "equal_time_seconds": timed[2] if timed else None, "vs_adaptive_random_equal_time": diff_time,
+            "verdict_equal_epochs": verdict(own - rnd_final[0], spread),
+            "verdict_equal_time": verdict(diff_time, spread) if len(members) > 1 and len(best) > 1 else
+            ("-" if diff_time is None else "1 seed")}
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     def pct(x: float | None, signed: bool = False) -> str:
         return "-" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
 
-    lines = ["| selector | fraction | seeds | epoch time (s, selection incl.) | cost vs full | speed-up | "
-             "final test acc (%) | best test acc (%) | vs full (pts) | vs adaptive random (pts) | selection total (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| condition | run | fraction | seeds | epoch time (s, selection incl.) | cost vs full | final test acc (%) | "
+             "vs full (pts) | vs adaptive random, equal epochs (pts) | vs adaptive random, equal time (pts) | "
+             "wrong labels chosen / pool (%) | selection total (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        epochs = "-" if r["vs_adaptive_random"] is None else \
+            f"{pct(r['vs_adaptive_random'], True)} ({r['verdict_equal_epochs']})"
+        timed = "-" if r["vs_adaptive_random_equal_time"] is None else (
+            f"{pct(r['vs_adaptive_random_equal_time'], True)} ({r['verdict_equal_time']}; "
+            f"{pct(r['equal_time_acc'])} vs {pct(r['equal_time_random_acc'])} at {r['equal_time_seconds']:.0f} s)")
+        noise = "-" if r["pool_noisy_share"] is None else f"{pct(r['noisy_share'])} / {pct(r['pool_noisy_share'])}"
         lines.append(
-            f"| {r['selector']} | {r['fraction']:g} | {len(r['seeds'])} | {r['epoch_time']:.2f} | "
-            f"{pct(r['cost_vs_full'])}% | {_times(r['speedup'])} | "
-            f"{pct(r['final_test_acc'])} ± {pct(r['final_test_acc_std'])} | "
-            f"{pct(r['best_test_acc'])} ± {pct(r['best_test_acc_std'])} | {pct(r['vs_full'], True)} | "
-            f"{pct(r['vs_adaptive_random'], True)} | {r['select_time']:.1f} |")
+            f"| {r['condition']} | {r['label']} | {r['fraction']:g} | {len(r['seeds'])} | {r['epoch_time']:.2f} | "
+            f"{pct(r['cost_vs_full'])}% | {pct(r['final_test_acc'])} ± {pct(r['final_test_acc_std'])} | "
+            f"{pct(r['vs_full'], True)} | {epochs} | {timed} | {noise} | {r['select_time']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,36 +300,40 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
     except ImportError:
         raise UsageError("report: plots need matplotlib: pip install 'glister-train[report]'") from None
     groups = by_group(runs)
+    conditions = sorted({c for c, _, _ in groups})
     written = []
     for x_axis, name in (("epoch", "accuracy_vs_epoch.png"), ("time", "accuracy_vs_time.png")):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (selector, fraction), members in sorted(groups.items()):
-            members = [r for r in members if r.metrics]
-            if not members:
-                continue  # runs known only by their aggregates have no curve
-            n = min(len(r.metrics) for r in members)
-            acc = [statistics.fmean(r.metrics[i].get("test_acc") or 0.0 for r in members) for i in range(n)]
-            if x_axis == "epoch":
-                xs = [r_["epoch"] for r_ in members[0].metrics[:n]]
-            else:
-                xs, total = [], 0.0
-                for i in range(n):
-                    total += statistics.fmean(r.metrics[i]["epoch_time"] for r in members)
-                    xs.append(total)
-            style = {"full": "-", "adaptive-random": "--", "random": ":", "glister": "-."}.get(selector, "-")
-            ax.plot(xs, [100 * a for a in acc], style, label=f"{selector} {fraction:g}")
-        ax.set_xlabel("epoch" if x_axis == "epoch" else "training time, selection included (s)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        fig, axes = plt.subplots(1, len(conditions), figsize=(7 * len(conditions), 4.8), squeeze=False)
+        for ax, condition in zip(axes[0], conditions):
+            for (c, label, fraction), members in sorted(groups.items()):
+                members = [r for r in members if r.metrics]
+                if c != condition or not members:
+                    continue  # runs known only by their aggregates have no curve
+                n = min(len(r.metrics) for r in members)
+                acc = [statistics.fmean(r.metrics[i].get("test_acc") or 0.0 for r in members) for i in range(n)]
+                if x_axis == "epoch":
+                    xs = [r_["epoch"] for r_ in members[0].metrics[:n]]
+                else:
+                    xs, total = [], 0.0
+                    for i in range(n):
+                        total += statistics.fmean(r.metrics[i]["epoch_time"] for r in members)
+                        xs.append(total)
+                style = {"full": "-", "adaptive-random": "--", "random": ":", "glister": "-."}.get(
+                    members[0].selector, "-")
+                ax.plot(xs, [100 * a for a in acc], style, label=f"{label} {fraction:g} (n={len(members)})")
+            ax.set_title(condition if condition != "-" else "", fontsize=9)
+            ax.set_xlabel("epoch" if x_axis == "epoch" else "training time, selection included (s)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
         written.append(out / name)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for selector in sorted({r["selector"] for r in rows}):
-        pts = sorted((r["fraction"], r["epoch_time"]) for r in rows if r["selector"] == selector)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=selector)
+    for key in sorted({(r["condition"], r["label"]) for r in rows}):
+        pts = sorted((r["fraction"], r["epoch_time"]) for r in rows if (r["condition"], r["label"]) == key)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=" ".join(k for k in key if k != "-"))
     ax.set_xlabel("fraction of the training set")
     ax.set_ylabel("epoch time, selection included (s)")
     ax.grid(alpha=0.3)

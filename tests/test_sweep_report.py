@@ -101,3 +101,51 @@ def test_report_reads_an_mlflow_store_like_the_run_folders(npz_dir: Path, tmp_pa
         assert a["final_test_acc"] == pytest.approx(b["final_test_acc"])
         assert a["epoch_time"] == pytest.approx(b["epoch_time"])
         assert a["select_time"] == pytest.approx(b["select_time"], abs=1e-6)
+
+
+def _hand_run(selector: str, seed: int, epoch_times: list[float], accs: list[float], **config) -> "RunRecord":
+    from glister_train.config import Config, flatten
+    from glister_train.report import _record
+
+    metrics = [{"epoch": i + 1, "epoch_time": t, "test_acc": a} for i, (t, a) in enumerate(zip(epoch_times, accs))]
+    cfg = {**flatten(Config()), "selection.selector": selector, "selection.fraction": 0.3, "run.seed": seed, **config}
+    return _record(f"{selector}-{seed}", selector, 0.3, seed, {"final_test_acc": accs[-1], "best_test_acc": max(accs),
+                                                            "select_time": 0.0}, metrics, config=cfg)
+
+
+def test_equal_time_interpolates_on_the_faster_runs_end():
+    """Hand-made curves: a slow selector (15 s an epoch) against adaptive random (10 s an epoch)."""
+    from glister_train.report import acc_at, equal_time, table
+
+    slow = [_hand_run("glister", s, [15, 15, 15], [0.4, 0.6, 0.8 + 0.01 * s]) for s in (0, 1, 2)]
+    fast = [_hand_run("adaptive-random", s, [10, 10, 10], [0.5, 0.6, 0.7]) for s in (0, 1, 2)]
+    assert acc_at(fast[0], 25) == pytest.approx(0.65) and acc_at(fast[0], 99) == pytest.approx(0.7)
+    own, base, t = equal_time(slow, fast)
+    # at 30 s (random's end) the slow runs are two thirds into their second-to-last epoch: 0.6 + (0/15)...
+    assert t == pytest.approx(30) and base == pytest.approx(0.7)
+    assert own == pytest.approx(0.6)  # 30 s = the end of the slow runs' 2nd epoch
+    rows = {r["label"]: r for r in table(slow + fast)}
+    row = rows["glister"]
+    assert row["vs_adaptive_random"] == pytest.approx(0.81 - 0.7)  # equal epochs: a win ...
+    assert row["verdict_equal_epochs"] == "win"
+    assert row["vs_adaptive_random_equal_time"] == pytest.approx(-0.1)  # ... equal time: a loss
+    assert row["verdict_equal_time"] == "loss"
+
+
+def test_runs_are_grouped_by_condition_and_labelled_by_what_differs():
+    from glister_train.report import table
+
+    runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.6], **{"selection.select_every": 3}),
+            _hand_run("adaptive-random", 0, [1, 1], [0.5, 0.65], **{"selection.select_every": 1}),
+            _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3, "selection.sampling": "soft"}),
+            _hand_run("adaptive-random", 0, [1, 1], [0.4, 0.5], **{"selection.select_every": 1,
+                                                                   "data.label_noise": 0.4})]
+    rows = table(runs)
+    assert {(r["condition"], r["label"]) for r in rows} == {
+        ("label_noise=0.0", "adaptive-random select_every=3"), ("label_noise=0.0", "adaptive-random select_every=1"),
+        ("label_noise=0.0", "glister sampling=soft select_every=3"),
+        ("label_noise=0.4", "adaptive-random select_every=1")}
+    soft = next(r for r in rows if r["label"] == "glister sampling=soft select_every=3")
+    # compared with the better of random's two schedules, in its own condition only
+    assert soft["random_label"] == "adaptive-random select_every=1"
+    assert soft["vs_adaptive_random"] == pytest.approx(0.64 - 0.65)
