@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import config as C
-from .errors import StageFailed, TrainingDiverged, UsageError
+from .errors import StageFailed, Terminated, TrainingDiverged, UsageError
 
 # flag -> (config key, type, help); the flags users reach for most, everything else via --set
 FLAGS: dict[str, tuple[str, type, str]] = {
@@ -174,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS["train"]
     if argv and argv[0] in COMMANDS:
         command = COMMANDS[argv.pop(0)]
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return command(argv)
     except UsageError as exc:
@@ -182,6 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrainingDiverged, StageFailed) as exc:
         print(f"glister-train: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("glister-train: interrupted; resume with --resume --out RUN_DIR", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # the epoch in progress is abandoned; the checkpoint of the last finished one resumes bit-identically
+    raise Terminated()

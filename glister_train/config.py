@@ -77,6 +77,7 @@ class SelectionConfig:
     drop_share: float = 0.0  # soft: exclude this lowest-gain share of each class first
     drop_negative: bool = False  # soft: exclude every candidate whose gain is negative (it opposes the validation set)
     redraw: bool = False  # soft: draw a new subset every epoch from the last scores (no forward pass)
+    center_features: bool = False  # gradients of the last layer in its centred parametrization (same model)
 
 
 @dataclass(frozen=True)

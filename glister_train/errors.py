@@ -39,3 +39,7 @@ class NonFiniteSelection(ValueError):
 
 class StageFailed(RuntimeError):
     """A stage's work could not be completed (a remote job failed, say): exit code 1, the message says why."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (spot reclaim, docker stop, Kubernetes): stop like Ctrl-C, keep the last checkpoint, exit 143."""

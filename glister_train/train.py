@@ -51,6 +51,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         block_size=s.block_size, epsilon=s.epsilon, per_class=s.per_class, last_layer=s.last_layer,
         lookahead=s.lookahead, pool_fraction=s.pool_fraction, sampling=s.sampling, temperature=s.temperature,
         uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
+        center_features=s.center_features,
         device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
 

@@ -309,3 +309,29 @@ def test_soft_sampling_with_a_clean_validation_set_avoids_wrong_labels():
     chosen = draw(keys, torch.zeros(400, dtype=torch.long), quotas, torch.Generator().manual_seed(0))
     base = float(flipped.float().mean())
     assert float(flipped[chosen].float().mean()) < 0.25 * base
+
+
+def test_centred_features_keep_the_model_and_sharpen_the_noise_filter():
+    """Centring is a reparametrization: the logits do not change; the first-order gains of mislabeled examples
+    become more clearly negative when the features share a large positive component (as ReLU features do)."""
+    from glister_train.selection.sampling import draw, sampling_keys
+
+    problem, (h, y, hv, yv, w, b, flipped) = make_problem(n=400, v=200, noise=0.4, eta=0.05, trained=True)
+    shift = 6.0  # a shared offset of every feature, as after a ReLU
+    shares = {}
+    for centred in (False, True):
+        ph, phv = h + shift, hv + shift
+        bias = b - (w * shift).sum(1)  # the same logits with the shifted features
+        z = ph @ w.T + bias
+        r = torch.softmax(z, 1)
+        r[torch.arange(len(r)), y] -= 1
+        if centred:
+            mu = phv.mean(0)
+            ph, phv = ph - mu, phv - mu
+        p = LastLayerProblem(ph, r, torch.zeros_like(y), phv, problem.zv, yv, 0.05, True, False)
+        assert torch.allclose(hv @ w.T + b, (hv + shift) @ w.T + bias, atol=1e-4)
+        scores = p.gains(*p.val_gradient(p.zv))
+        keys = sampling_keys(scores, torch.zeros_like(y), torch.tensor([120]), temperature=1.0, drop_negative=True)
+        chosen = draw(keys, torch.zeros_like(y), torch.tensor([120]), torch.Generator().manual_seed(0))
+        shares[centred] = float(flipped[chosen].float().mean())
+    assert shares[True] < shares[False] and shares[True] < 0.1, shares

@@ -14,6 +14,11 @@ Lookahead point after choosing S (``lookahead``):
   The point where the validation gradient is taken stays near the model, where the Taylor expansion
   holds, so the greedy becomes nearly a static top-k: it avoids wrong labels better but picks less
   diverse subsets, and trained worse on CIFAR-10 here (README, "GLISTER").
+
+``center_features``: take the gradients in the last layer's centred parametrization, ``W (h - mu) + b'``
+with ``mu`` the mean validation feature and ``b' = b + W mu``: the same model and logits, but a step that
+moves ``b'`` no longer moves every logit through the large shared (ReLU, non-negative) component of the
+features, so ``<g_i, G_val>`` compares what sets examples apart rather than what they all share.
 """
 
 from __future__ import annotations
@@ -172,13 +177,14 @@ class GlisterSelector:
                  block_size: int = 0, epsilon: float = 0.01, per_class: bool = True, last_layer: str = "full",
                  lookahead: str = "sum", pool_fraction: float = 1.0, sampling: str = "greedy",
                  temperature: float = 1.0, uniform_share: float = 0.0, drop_share: float = 0.0,
-                 drop_negative: bool = False, redraw: bool = False, device: str | torch.device = "cpu",
+                 drop_negative: bool = False, redraw: bool = False, center_features: bool = False,
+                 device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 256):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
                              f"sampling={sampling!r}: choose from {GREEDY}, {LAST_LAYER}, {LOOKAHEAD}, {SAMPLING}")
         self.sampling, self.temperature, self.uniform_share = sampling, temperature, uniform_share
-        self.drop_share, self.drop_negative = drop_share, drop_negative
+        self.drop_share, self.drop_negative, self.center_features = drop_share, drop_negative, center_features
         self.redraws = redraw and sampling == "soft"  # the greedy has no scores to draw from again
         self.mean, self.std, self.eta = mean, std, eta
         self.greedy, self.block_size, self.epsilon = greedy, block_size, epsilon
@@ -215,6 +221,9 @@ class GlisterSelector:
         h, z = self.features(model, train.x[pool.to(train.x.device)])
         hv, zv = self.features(model, val.x)
         y = train.y[pool.to(train.y.device)].cpu()
+        if self.center_features:  # the same model with the last layer as W (h - mu) + (b + W mu): see the docstring
+            mu = hv.mean(0)
+            h, hv = h - mu, hv - mu
         r = torch.softmax(z, 1)
         r[torch.arange(len(r)), y] -= 1
         groups = y if self.per_class else torch.zeros_like(y)
