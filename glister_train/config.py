@@ -230,7 +230,9 @@ def configs_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "configs"
     if (checkout / "base.yaml").is_file():
         return checkout
-    return Path(str(resources.files("glister_train.configs")))
+    # an installed glister_train.configs is a namespace package (no __init__.py): files() gives a
+    # MultiplexedPath, whose str() is not a path, but a file inside it is an ordinary one
+    return Path(str(resources.files("glister_train.configs").joinpath("base.yaml"))).parent
 
 
 def preset_names() -> list[str]:

@@ -83,3 +83,19 @@ def test_unknown_preset_lists_the_available_ones():
 def test_bad_values_name_the_key_and_the_rule(argv, message):
     with pytest.raises(ConfigError, match=message):
         resolve(*argv)
+
+
+def test_presets_are_found_in_an_installed_package(tmp_path, monkeypatch):
+    """After a regular ``pip install .`` the presets are a namespace package: ``files()`` returns a
+    MultiplexedPath, which once made every preset 'not exist'."""
+    from importlib import resources
+    from importlib.resources.readers import MultiplexedPath
+
+    installed = tmp_path / "site-packages" / "glister_train" / "configs"
+    installed.mkdir(parents=True)
+    for name in ("base.yaml", "smoke.yaml"):
+        (installed / name).write_text((C.Path(__file__).resolve().parent.parent / "configs" / name).read_text())
+    monkeypatch.setattr(C, "__file__", str(tmp_path / "elsewhere" / "glister_train" / "config.py"))
+    monkeypatch.setattr(resources, "files", lambda package: MultiplexedPath(installed))
+    assert C.configs_dir() == installed
+    assert C.load_preset("smoke").train.epochs == 2
