@@ -21,7 +21,7 @@ from .data import Splits, load_splits
 from .errors import TrainingDiverged, UsageError
 from .io import atomic_write_json, atomic_write_text
 from .tracking import FanOut, make_tracker
-from .train import CHECKPOINT, MODEL, fit, read_checkpoint
+from .train import CHECKPOINT, MODEL, Training, fit, read_checkpoint, setup
 
 # keys that may differ between a run and its resumption: they change how it is shown, not what it computes
 RESUMABLE_CHANGES = {"run.out", "run.progress", "run.tracker", "run.tracking_uri", "run.tracking_timeout",
@@ -101,8 +101,9 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     if not distributed.is_main():
         splits = splits or load_splits(cfg.data)
         checkpoint = distributed.broadcast(None)
-        totals = fit(cfg, splits, run_dir, FanOut([]), checkpoint=checkpoint, model=model, arch=arch,
-                     random_start=random_start, log=lambda _: None)
+        state = setup(cfg, splits, checkpoint=checkpoint, model=model, arch=arch, random_start=random_start,
+                      log=lambda _: None)
+        totals = fit(state, run_dir=run_dir, tracker=FanOut([]), log=lambda _: None)
         return {**totals, "status": "completed", "rank": distributed.rank()}
     continuing = check_run_dir(run_dir, cfg, resume)
     splits = splits or load_splits(cfg.data)  # a missing dataset fails here, before the folder exists
@@ -112,17 +113,21 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     elif run_dir.is_dir() and any(run_dir.iterdir()):
         log(f"{run_dir} has no checkpoint (its run never finished an epoch): starting it from the beginning")
     checkpoint = distributed.broadcast(checkpoint)
+    # the model, a warm start's parent, the stage to freeze, the device and the checkpoint's fit are all
+    # checked here, before the folder is written
+    state = setup(cfg, splits, checkpoint=checkpoint, checkpoint_path=run_dir / CHECKPOINT, model=model, arch=arch,
+                  random_start=random_start, log=log)
     run_dir.mkdir(parents=True, exist_ok=True)
     runlock.acquire(run_dir)
     try:
-        return _train_locked(cfg, run_dir, splits, checkpoint, log, model, arch, parent, random_start)
+        return _train_locked(cfg, run_dir, state, checkpoint, log, parent)
     finally:
         runlock.release(run_dir)
 
 
-def _train_locked(cfg: Config, run_dir: Path, splits: Splits, checkpoint: dict[str, Any] | None,
-                  log: Callable[[str], None], model: nn.Module | None, arch: dict[str, Any] | None,
-                  parent: dict[str, Any] | None, random_start: bool | None) -> dict[str, Any]:
+def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[str, Any] | None,
+                  log: Callable[[str], None], parent: dict[str, Any] | None) -> dict[str, Any]:
+    splits = state.splits
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "selector": cfg.selection.selector,
@@ -142,8 +147,7 @@ def _train_locked(cfg: Config, run_dir: Path, splits: Splits, checkpoint: dict[s
     start = time.perf_counter()
     status = "failed"
     try:
-        totals = fit(cfg, splits, run_dir, tracker, checkpoint=checkpoint, model=model, arch=arch,
-                     random_start=random_start, log=log)
+        totals = fit(state, run_dir=run_dir, tracker=tracker, log=log)
         status = "completed"
         summary.update(totals, model=str(run_dir / MODEL),
                        total_time=totals["train_time"] + totals["select_time"] + totals["eval_time"])

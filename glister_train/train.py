@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,20 +67,37 @@ def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: boo
         channels_last=runtime.channels_last, random_start=random_start, noisy=splits.noisy)
 
 
-def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, checkpoint: dict | None = None,
-        model: nn.Module | None = None, arch: dict[str, Any] | None = None, random_start: bool | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train as ``cfg`` says, writing ``checkpoint.pt`` each epoch and ``model.pt`` at the end; returns totals.
+@dataclass
+class Training:
+    """Everything the epoch loop works on, built by :func:`setup` before the run folder is touched."""
 
-    ``checkpoint``: a state from :func:`read_checkpoint` to continue from. ``model``: a trained model
+    cfg: Config
+    splits: Splits
+    rt: Runtime
+    arch: dict[str, Any]
+    model: nn.Module  # the plain module (saved, selected with, evaluated)
+    eager: nn.Module  # what the loop calls: the model, or its DistributedDataParallel wrapper
+    forward: nn.Module  # eager, or torch.compile of it
+    opt: torch.optim.Optimizer
+    sched: Any
+    loader: AdaptiveSubsetLoader
+    capture: FilterStats | None
+    frozen: list[nn.Module]
+    totals: dict[str, Any]
+
+
+def setup(cfg: Config, splits: Splits, *, checkpoint: dict | None = None, checkpoint_path: Path | None = None,
+          model: nn.Module | None = None, arch: dict[str, Any] | None = None, random_start: bool | None = None,
+          log: Callable[[str], None] = print) -> Training:
+    """Model, optimizer, schedule and loader as ``cfg`` says, restored from ``checkpoint`` if given.
+
+    Every check that can fail (the device, the parent model of a warm start, the stage to freeze, a
+    checkpoint that does not fit) fails here, before a run folder is written. ``model``: a trained model
     to continue training (fine-tuning; its first subset is then selected by the selector, not at
     random), with its ``arch``; ``arch`` alone: a fresh model of that architecture. ``model.init_from``
     in the config does the same from a file (see :mod:`warmstart`). ``random_start``: whether the first
     subset is random (default: only for a model that has not been trained).
-
-    Under torchrun every rank calls this; rank 0 alone writes files and logs (see :mod:`distributed`).
     """
-    run_dir = Path(run_dir)
     rt = resolve_runtime(cfg.runtime)
     torch.manual_seed(cfg.run.seed)
     arch = arch or model_arch(cfg, splits)
@@ -100,45 +118,54 @@ def fit(cfg: Config, splits: Splits, run_dir: str | Path, tracker: Tracker, *, c
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=t.lr, momentum=t.momentum,
                           nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
+    capture = FilterStats(model, f"training epochs {t.epochs - t.capture_epochs + 1}-{t.epochs}") \
+        if t.capture_epochs else None
+    totals = {"epochs_done": 0, "train_time": 0.0, "select_time": 0.0, "eval_time": 0.0, "best_test_acc": None,
+              "best_val_acc": None, "final_test_acc": None, "final_val_acc": None}
+    if checkpoint is not None:
+        totals = restore(checkpoint, model, opt, sched, loader, capture, checkpoint_path or Path(CHECKPOINT))
+        log(f"resumed from {checkpoint_path or CHECKPOINT} after epoch {totals['epochs_done']}")
     eager = model
     if distributed.active():  # gradients averaged over ranks; DDP also broadcasts rank 0's weights now
         eager = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
         log(f"data parallel: {distributed.world()} processes ({torch.distributed.get_backend()}), "
             f"{t.batch_size} images per step in all")
     forward = torch.compile(eager) if cfg.runtime.compile else eager
-    first_capture = t.epochs - t.capture_epochs
-    capture = FilterStats(model, f"training epochs {first_capture + 1}-{t.epochs}") if t.capture_epochs else None
-    totals = {"epochs_done": 0, "train_time": 0.0, "select_time": 0.0, "eval_time": 0.0, "best_test_acc": None,
-              "best_val_acc": None, "final_test_acc": None, "final_val_acc": None}
-    if checkpoint is not None:
-        totals = restore(checkpoint, model, opt, sched, loader, capture)
-        log(f"resumed from {run_dir / CHECKPOINT} after epoch {totals['epochs_done']}")
-    log(f"data: {splits.describe()} | {rt.describe()} | subset {loader.budget} of {len(splits.train)}")
+    return Training(cfg, splits, rt, arch, model, eager, forward, opt, sched, loader, capture, frozen, totals)
 
+
+def fit(state: Training | Config, splits: Splits | None = None, run_dir: str | Path = ".", tracker: Tracker | None = None,
+        *, log: Callable[[str], None] = print, **setup_options: Any) -> dict[str, Any]:
+    """Train as set up, writing ``checkpoint.pt`` each epoch and ``model.pt`` at the end; returns totals.
+
+    ``fit(cfg, splits, run_dir, tracker)`` sets up first (see :func:`setup` for the options).
+    Under torchrun every rank calls this; rank 0 alone writes files and logs (see :mod:`distributed`).
+    """
+    state = state if isinstance(state, Training) else setup(state, splits, log=log, **setup_options)
+    run_dir = Path(run_dir)
+    t, totals = state.cfg.train, state.totals
+    log(f"data: {state.splits.describe()} | {state.rt.describe()} | subset {state.loader.budget} of "
+        f"{len(state.splits.train)}")
     try:
         for epoch in range(totals["epochs_done"], t.epochs):
-            run_epoch(epoch, cfg, model, eager, forward, opt, sched, loader, splits, rt, capture, frozen, totals,
-                      tracker, run_dir, log)
+            run_epoch(epoch, state, tracker, run_dir, log)
     except TrainingDiverged as exc:
         exc.checkpoint_epoch = totals["epochs_done"]
         raise
 
     if distributed.is_main():
-        if capture is not None:
-            save_capture(run_dir / CAPTURE_FILE, capture.result())
-            log(f"per-filter statistics of epochs {first_capture + 1}-{t.epochs}: {run_dir / CAPTURE_FILE}")
-        save_model(run_dir / MODEL, model, arch)
+        if state.capture is not None:
+            save_capture(run_dir / CAPTURE_FILE, state.capture.result())
+            log(f"per-filter statistics of epochs {t.epochs - t.capture_epochs + 1}-{t.epochs}: {run_dir / CAPTURE_FILE}")
+        save_model(run_dir / MODEL, state.model, state.arch)
         tracker.log_artifact(str(run_dir / MODEL))
     distributed.barrier()  # no rank leaves before the model is on disk
     return totals
 
 
-def run_epoch(epoch: int, cfg: Config, model: nn.Module, eager: nn.Module, forward: nn.Module,
-              opt: torch.optim.Optimizer, sched: Any, loader: AdaptiveSubsetLoader, splits: Splits, rt: Runtime,
-              capture: FilterStats | None, frozen: list[nn.Module], totals: dict[str, Any], tracker: Tracker,
-              run_dir: Path, log: Callable[[str], None]) -> None:
+def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log: Callable[[str], None]) -> None:
     """Re-select if due, train one pass over the subset, evaluate, log, checkpoint."""
-    t = cfg.train
+    cfg, model, loader, opt, capture, t = state.cfg, state.model, state.loader, state.opt, state.capture, state.cfg.train
     start = time.perf_counter()
     try:
         selection = loader.reselect_if_due(epoch, model)
@@ -149,16 +176,16 @@ def run_epoch(epoch: int, cfg: Config, model: nn.Module, eager: nn.Module, forwa
     if capturing:
         capture.attach()  # hooks on the eager module: this epoch runs uncompiled
     try:
-        train_loss, train_acc = train_epoch(eager if capturing else forward, loader, opt, rt, epoch,
-                                            bar_enabled(cfg.run.progress) and distributed.is_main(), frozen)
+        train_loss, train_acc = train_epoch(state.eager if capturing else state.forward, loader, opt, state.rt, epoch,
+                                            bar_enabled(cfg.run.progress) and distributed.is_main(), state.frozen)
     finally:
         if capture is not None:
             capture.detach()
-    sched.step()
+    state.sched.step()
     epoch_time = time.perf_counter() - start
     metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
     if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-        metrics.update(evaluate_splits(model, splits, rt, t.eval_batch_size))
+        metrics.update(evaluate_splits(model, state.splits, state.rt, t.eval_batch_size))
         if not math.isfinite(metrics.get("val_loss", 0.0)):  # never keep a checkpoint of a broken model as good
             raise TrainingDiverged(epoch + 1, 0, metrics["val_loss"], "the validation loss")
     metrics.update(epoch_time=epoch_time, select_time=select_time, subset_size=len(loader.selection),
@@ -166,11 +193,11 @@ def run_epoch(epoch: int, cfg: Config, model: nn.Module, eager: nn.Module, forwa
     if selection is not None:
         metrics.update({k: v for k, v in selection.stats.items() if k.startswith("select_") and k != "select_time"})
         log(selection_line(epoch + 1, selection.stats))
-    update_totals(totals, metrics, epoch_time - select_time)
+    update_totals(state.totals, metrics, epoch_time - select_time)
     tracker.log_metrics(metrics, step=epoch + 1)
     log(epoch_line(epoch + 1, metrics))
     if distributed.is_main():
-        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, sched, loader, totals, capture)
+        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, state.sched, loader, state.totals, capture)
 
 
 def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim.Optimizer, rt: Runtime,
@@ -282,7 +309,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-            loader: AdaptiveSubsetLoader, capture: FilterStats | None = None) -> dict[str, Any]:
+            loader: AdaptiveSubsetLoader, capture: FilterStats | None = None,
+            path: Path = Path(CHECKPOINT)) -> dict[str, Any]:
     """Put everything a checkpoint holds back in place; returns the running totals."""
     try:
         if capture is not None and state.get("capture"):
@@ -294,7 +322,7 @@ def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
         torch.set_rng_state(state["torch_rng"])
         return dict(state["totals"])
     except Exception as exc:  # missing keys, shape mismatch
-        raise _corrupt(Path("checkpoint"), exc) from None
+        raise _corrupt(path, exc) from None
 
 
 def _corrupt(path: Path, exc: Exception) -> CheckpointError:

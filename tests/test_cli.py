@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import write_npz
 
@@ -60,6 +61,12 @@ def test_resume_continues_a_run(npz_dir: Path, tmp_path: Path):
     (["--epochs", "0"], "train.epochs: 0 is invalid"),
     (["--set", "train.nope=1"], "unknown config key 'train.nope'"),
     (["--resume"], "is not a run folder to resume"),
+    (["--init-from", "/no/such/model.pt"], "model.init_from: '/no/such/model.pt' is neither a model file"),
+    (["--freeze", "layer9"], "model.freeze: 'layer9' is not a stage"),
+    pytest.param(["--device", "cuda"], "runtime.device: 'cuda' was asked for but no CUDA device is visible",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
+    (["--set", "data.label_noise=1.5"], "data.label_noise: 1.5 is invalid"),
+    (["--set", "selection.sampling=top"], "selection.sampling: 'top' is not one of"),
 ])
 def test_bad_input_exits_non_zero_with_a_message(npz_dir: Path, tmp_path: Path, args, message):
     run = tmp_path / "run"
