@@ -234,15 +234,17 @@ def _read_cifar10(root: Path, cfg: DataConfig) -> tuple[ImageData, ImageData, in
     from torchvision.datasets import CIFAR10
 
     parts = []
+    existed = root.exists()
     for train in (True, False):
         try:
             ds = CIFAR10(str(root), train=train, download=cfg.download)
         except Exception as exc:  # offline download (URLError), missing or corrupt files (RuntimeError)
+            if not existed and root.is_dir() and not any(root.iterdir()):
+                root.rmdir()  # the failed download made it: leave no empty data folder behind
             raise DataError(
                 f"CIFAR-10 is not in {str(root)!r} and could not be fetched ({type(exc).__name__}: {exc}). "
-                "Online: keep data.download=true and it downloads there. Offline: write the official batches with "
-                f"`python ../shared/data/cifar10/make_batches_py.py ../shared/data/cifar10 {root}` "
-                "(creates cifar-10-batches-py/), or use --dataset npz --data-dir DIR with DIR/train.npz"
+                "Online: keep data.download=true and it downloads there. Offline: copy the official "
+                f"cifar-10-batches-py/ folder into {str(root)!r}, or use --dataset npz --data-dir DIR with DIR/train.npz"
             ) from None
         parts.append(_from_nhwc(ds.data, np.asarray(ds.targets), f"{root} (cifar10)"))
     return parts[0], parts[1], 10
@@ -259,18 +261,38 @@ def _read_npz(root: Path, cfg: DataConfig) -> tuple[ImageData, ImageData | None,
     test_file = train_file.with_name("test.npz")
     test = _read_npz_file(test_file) if train_file.name == "train.npz" and test_file.is_file() else None
     classes_file = train_file.with_name("classes.txt")
-    if classes_file.is_file():
-        inferred = len([line for line in classes_file.read_text().splitlines() if line.strip()])
-    else:
-        inferred = int(max(train.y.max(), test.y.max() if test is not None else 0)) + 1
+    if classes_file.is_file() or cfg.num_classes:
+        inferred = cfg.num_classes or len([line for line in classes_file.read_text().splitlines() if line.strip()])
+    else:  # the labels must then be 0..C-1 with every class present: a stray 255 must not make 256 classes
+        labels = torch.unique(torch.cat([train.y] + ([test.y] if test is not None else [])))
+        inferred = int(labels.max()) + 1 if len(labels) else 0
+        if int(labels.min()) >= 0 and len(labels) != inferred:  # (a negative label is named by the range check)
+            missing = sorted(set(range(max(inferred, 0))) - set(labels.tolist()))[:5]
+            raise DataError(f"{train_file}: the labels are not 0..C-1 with every class present (found {len(labels)} "
+                            f"distinct labels from {int(labels.min())} to {int(labels.max())}; missing e.g. {missing}); "
+                            "set data.num_classes, or list the class names in classes.txt beside it")
     return train, test, inferred
 
 
 def _read_npz_file(path: Path) -> ImageData:
-    with np.load(path) as blob:
-        if "x" not in blob or "y" not in blob:
-            raise DataError(f"{path}: expected arrays 'x' and 'y', found {', '.join(blob.files)}")
-        return _from_nhwc(blob["x"], blob["y"], str(path))
+    try:
+        with np.load(path, allow_pickle=False) as blob:
+            if not hasattr(blob, "files"):
+                raise DataError(f"{path}: a single .npy array, not an .npz archive with arrays 'x' and 'y'")
+            if "x" not in blob or "y" not in blob:
+                raise DataError(f"{path}: expected arrays 'x' and 'y', found {', '.join(blob.files) or 'none'}")
+            data = _from_nhwc(blob["x"], blob["y"], str(path))
+    except DataError:
+        raise
+    except ValueError as exc:  # object arrays: numpy would need allow_pickle, which can run code
+        raise DataError(f"{path}: holds object arrays ({str(exc).splitlines()[0][:80]}); save x as uint8 and y as "
+                        "integers with np.savez") from None
+    except (OSError, EOFError) as exc:  # not a zip / npy file at all, or truncated
+        raise DataError(f"{path}: not a readable .npz archive ({type(exc).__name__}); write it with "
+                        "np.savez(path, x=..., y=...)") from None
+    if len(data) == 0:
+        raise DataError(f"{path}: holds 0 images")
+    return data
 
 
 def _read_folder(root: Path, cfg: DataConfig) -> tuple[ImageData, ImageData | None, int]:
@@ -292,8 +314,12 @@ def _read_images(split_dir: Path, classes: list[str]) -> ImageData:
     for label, name in enumerate(classes):
         for path in sorted((split_dir / name).glob("*")) if (split_dir / name).is_dir() else []:
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(path) as img:
-                    xs.append(np.asarray(img.convert("RGB")))
+                try:
+                    with Image.open(path) as img:
+                        xs.append(np.asarray(img.convert("RGB")))
+                except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for corrupt or truncated files
+                    raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {str(exc)[:100]}); "
+                                    "remove or replace it") from None
                 ys.append(label)
     if not xs:
         raise DataError(f"{split_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under its class folders")

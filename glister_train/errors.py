@@ -13,6 +13,10 @@ class DataError(UsageError):
     """A dataset that is missing, empty or inconsistent."""
 
 
+class ModelFileError(UsageError):
+    """A model file that is missing, unreadable, refused (pickled code) or not a glister_train model."""
+
+
 class CheckpointError(UsageError):
     """A checkpoint that cannot be resumed from."""
 

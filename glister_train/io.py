@@ -12,11 +12,26 @@ from typing import Any
 import torch
 
 
+TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """The ``.NAME.*.tmp`` files a killed writer left (never valid: the rename is what publishes a file)."""
+    gone = []
+    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
+
+
 def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets what open() would have given it
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()

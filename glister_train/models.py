@@ -11,6 +11,8 @@ pickled modules, so loading a model file never runs code from it.
 
 from __future__ import annotations
 
+import pickle
+
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import ModelFileError
 from .io import atomic_torch_save
 
 
@@ -174,16 +177,35 @@ def save_model(path: str | Path, model: nn.Module, arch: dict[str, Any]) -> None
     atomic_torch_save({"arch": dict(arch), "state_dict": state}, path)
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model`; returns ``(model, arch)``."""
+def read_model_file(path: str | Path, map_location: str = "cpu", what: str = "model file") -> dict[str, Any]:
+    """The ``{"arch", "state_dict"}`` of a file written by :func:`save_model`; anything else is a one-line
+    :class:`ModelFileError` (never torch's advice to load untrusted pickles with ``weights_only=False``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(blob, dict) or "arch" not in blob or "state_dict" not in blob:
-        raise ValueError(f"{str(path)!r} is not a glister_train model file (expected keys 'arch' and 'state_dict')")
-    model = build(blob["arch"])
-    model.load_state_dict(blob["state_dict"])
+        raise ModelFileError(f"{what} {str(path)!r} does not exist")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFileError(f"{what} {str(path)!r} holds pickled objects other than tensors; it was refused "
+                             "unread, since loading it could run code. Use a model.pt written by glister_train") from None
+    except Exception as exc:  # truncated, not a zip, not a torch file
+        raise ModelFileError(f"{what} {str(path)!r} is not a readable torch file ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("arch"), dict) or not isinstance(blob.get("state_dict"), dict):
+        raise ModelFileError(f"{what} {str(path)!r} is not a glister_train model file (expected keys 'arch' and "
+                             "'state_dict'; a checkpoint.pt is not a model: use the run's model.pt)")
+    return blob
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`; returns ``(model, arch)``."""
+    blob = read_model_file(path, map_location)
+    try:
+        model = build(blob["arch"])
+        model.load_state_dict(blob["state_dict"])
+    except Exception as exc:  # an unknown architecture, or weights of another shape
+        raise ModelFileError(f"model file {str(path)!r} does not rebuild: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
     return model, blob["arch"]
 
 

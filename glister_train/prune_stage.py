@@ -167,9 +167,9 @@ def prune_main(argv: Sequence[str]) -> int:
     run, out = check_args(args)
     torch_pruning()  # a missing extra fails before any work
     cfg = run_config(args, run)
+    model, arch = load_model(run / "model.pt")  # a bad model file fails before the data is read
     splits = load_splits(cfg.data)
     rt = resolve_runtime(cfg.runtime)
-    model, arch = load_model(run / "model.pt")
     bs = cfg.train.eval_batch_size
     log = lambda line: print(line, flush=True)  # noqa: E731
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from . import distributed, runlock
 from .config import Config, diff, flatten, load_file, to_yaml
 from .data import Splits, load_splits
 from .errors import TrainingDiverged, UsageError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .tracking import FanOut, make_tracker
 from .train import CHECKPOINT, MODEL, Training, fit, read_checkpoint, setup
 
@@ -119,6 +119,7 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
                   random_start=random_start, log=log)
     run_dir.mkdir(parents=True, exist_ok=True)
     runlock.acquire(run_dir)
+    remove_stale_temporaries(run_dir)  # a kill mid-write leaves them; SageMaker would sync them to S3
     try:
         return _train_locked(cfg, run_dir, state, checkpoint, log, parent)
     finally:

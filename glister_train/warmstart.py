@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .models import read_model_file
 
 CLASSIFIER = ("fc.weight", "fc.bias")
 
@@ -30,13 +31,8 @@ def parent_model_file(source: str) -> Path:
 
 
 def read_parent(source: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    path = parent_model_file(source)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        return dict(blob["arch"]), blob["state_dict"]
-    except Exception as exc:  # not a glister_train model file
-        raise ConfigError(f"model.init_from: cannot read {str(path)!r} as a glister_train model "
-                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    blob = read_model_file(parent_model_file(source), what="model.init_from:")
+    return dict(blob["arch"]), blob["state_dict"]
 
 
 def inherited_arch(parent: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:

@@ -80,7 +80,8 @@ def test_missing_dataset_leaves_no_run_folder(tmp_path: Path):
     run = tmp_path / "run"
     done = cli("--preset", "smoke", "--data-dir", str(tmp_path / "nothing"), "--set", "data.download=false",
                "--out", str(run))
-    assert done.returncode == 2 and "make_batches_py.py" in done.stderr
+    assert done.returncode == 2 and "cifar-10-batches-py" in done.stderr
+    assert not (tmp_path / "nothing").exists()  # no empty data folder left behind
     assert not run.exists()
 
 

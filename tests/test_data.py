@@ -102,7 +102,7 @@ def test_labels_outside_the_classes_are_an_error(tmp_path: Path):
 
 
 def test_missing_datasets_say_how_to_get_them(tmp_path: Path):
-    with pytest.raises(DataError, match="make_batches_py.py.*cifar-10-batches-py"):
+    with pytest.raises(DataError, match="copy the official cifar-10-batches-py"):
         load_splits(DataConfig(dataset="cifar10", data_dir=str(tmp_path), download=False))
     with pytest.raises(DataError, match="npz format needs DIR/train.npz"):
         load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path)))
@@ -154,3 +154,35 @@ def test_noise_reaches_the_training_split_only(tmp_path: Path):
     assert torch.equal(noisy.noisy, noisy.train.y != clean.train.y)
     assert int(noisy.noisy.sum()) == round(0.25 * len(clean.train))
     assert "wrong_labels=0.250" in noisy.describe()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("stray_label", "labels are not 0..C-1 with every class present"),
+    ("empty", "holds 0 images"),
+    ("not_npz", "not a readable .npz archive"),
+    ("object", "holds object arrays"),
+])
+def test_bad_npz_data_is_a_one_line_data_error(tmp_path: Path, case: str, message: str):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    x, y = make_images(40, 4)
+    if case == "stray_label":
+        y[3] = 255  # once trained a 256-class model and reported completed
+        np.savez(folder / "train.npz", x=x, y=y)
+    elif case == "empty":
+        np.savez(folder / "train.npz", x=x[:0], y=y[:0])
+    elif case == "not_npz":
+        (folder / "train.npz").write_text("not an archive")
+    else:
+        np.savez(folder / "train.npz", x=x, y=np.array([{"label": 1}] * 40, dtype=object))
+    with pytest.raises(DataError, match=message):
+        load_splits(DataConfig(dataset="npz", data_dir=str(folder)))
+
+
+def test_a_corrupt_image_is_named(tmp_path: Path):
+    cat = tmp_path / "f" / "train" / "cat"
+    cat.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(cat / "good.png")
+    (cat / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(DataError, match="bad.png: not a readable image"):
+        load_splits(DataConfig(dataset="folder", data_dir=str(tmp_path / "f")))

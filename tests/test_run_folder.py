@@ -155,3 +155,51 @@ def test_sigterm_marks_the_run_interrupted_and_resume_is_bit_identical(npz_dir: 
     done = cli("--resume", "--out", str(run))
     assert done.returncode == 0, done.stderr
     assert [r["train_loss"] for r in read_metrics(run)] == [r["train_loss"] for r in read_metrics(whole)]
+
+
+class _Payload:
+    def __init__(self, sentinel: str):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+@pytest.mark.parametrize("content", ["malicious", "text", "not_a_model"])
+def test_a_bad_model_file_is_one_line_and_runs_no_code(npz_dir: Path, tmp_path: Path, content: str):
+    import torch
+
+    sentinel = tmp_path / "ran"
+    bad = tmp_path / "run" / "model.pt"
+    bad.parent.mkdir()
+    if content == "malicious":
+        torch.save({"arch": {}, "state_dict": _Payload(str(sentinel))}, bad)
+    elif content == "text":
+        bad.write_text("hello")
+    else:
+        torch.save({"weights": torch.zeros(2)}, bad)
+    (tmp_path / "run" / "config.yaml").write_text(f"data: {{dataset: npz, data_dir: {npz_dir}}}\n")
+    for args in (["prune", "--run", str(bad.parent), "--out", str(tmp_path / "p")],
+                 ["compile", "--model", str(bad), "--out", str(tmp_path / "c")],
+                 ["--init-from", str(bad), "--preset", "smoke", "--dataset", "npz", "--data-dir", str(npz_dir),
+                  "--out", str(tmp_path / "t")]):
+        done = cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert str(bad) in done.stderr and "weights_only=False" not in done.stderr
+    assert not sentinel.exists()
+
+
+def test_a_partial_metrics_line_and_leftover_temporaries_do_not_break_resume(npz_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    cfg = tiny_config(npz_dir, train={"epochs": 3})
+    train_run(cfg, run, log=quiet)
+    whole = read_metrics(run)
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 4, "train_lo')  # a disk that filled up mid-line
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    assert train_run(cfg, run, resume=True, log=quiet)["status"] == "completed"
+    assert read_metrics(run) == whole
+    assert not list(run.glob(".*.tmp"))
+    assert oct((run / "summary.json").stat().st_mode & 0o777) != oct(0o600)  # readable like any written file

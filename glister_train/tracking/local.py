@@ -18,8 +18,7 @@ class LocalTracker:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.artifacts: list[str] = []
         if epochs_done is not None and self.metrics_path.exists():
-            kept = [line for line in self.metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) <= epochs_done]
+            kept = [line for line, row in _rows(self.metrics_path) if row.get("epoch", 0) <= epochs_done]
             atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
         elif self.metrics_path.exists():
             self.metrics_path.unlink()
@@ -44,6 +43,20 @@ def _finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def _rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, row) for each parseable line; a line cut short by a kill, a full disk or a partial restore is
+    dropped (the epoch it belonged to is after the checkpoint and is trained again)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            out.append((line, row))
+    return out
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [row for _, row in _rows(path)] if path.exists() else []
