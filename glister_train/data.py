@@ -275,6 +275,9 @@ def _read_npz(root: Path, cfg: DataConfig) -> tuple[ImageData, ImageData | None,
 
 
 def _read_npz_file(path: Path) -> ImageData:
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # an .npz is a zip archive; anything else numpy would try to unpickle
+            raise DataError(f"{path}: not a readable .npz archive; write it with np.savez(path, x=..., y=...)")
     try:
         with np.load(path, allow_pickle=False) as blob:
             if not hasattr(blob, "files"):
@@ -285,8 +288,8 @@ def _read_npz_file(path: Path) -> ImageData:
     except DataError:
         raise
     except ValueError as exc:  # object arrays: numpy would need allow_pickle, which can run code
-        raise DataError(f"{path}: holds object arrays ({str(exc).splitlines()[0][:80]}); save x as uint8 and y as "
-                        "integers with np.savez") from None
+        raise DataError(f"{path}: holds object arrays, which would have to be unpickled ({type(exc).__name__}); "
+                        "save x as uint8 and y as integers with np.savez") from None
     except (OSError, EOFError) as exc:  # not a zip / npy file at all, or truncated
         raise DataError(f"{path}: not a readable .npz archive ({type(exc).__name__}); write it with "
                         "np.savez(path, x=..., y=...)") from None
