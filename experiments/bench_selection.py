@@ -12,6 +12,10 @@ against a full-data epoch, whose time comes from timing training steps of the sa
 
 Without ``--model`` (or for a width the model does not have) the network is freshly initialized:
 the times hold, the objectives then say little.
+
+``--backends eager openvino`` times the forward pass through each selection backend (OpenVINO's conversion
+from the current weights included, as in training) and scores each backend's subset by its overlap with the
+subset chosen from eager fp32 features (``agree``), the check that a faster forward keeps the ranking.
 """
 
 from __future__ import annotations
@@ -94,16 +98,19 @@ def main() -> None:
     p.add_argument("--last-layers", nargs="+", choices=["full", "bias"], default=["full"])
     p.add_argument("--select-every", type=int, nargs="+", default=[20], help="R values for the amortized cost")
     p.add_argument("--randoms", type=int, default=5, help="random subsets averaged for the baseline objective")
+    p.add_argument("--backends", nargs="+", default=["eager"], choices=["eager", "openvino"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = one per core)")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args()
 
-    rt = resolve_runtime(RuntimeConfig(precision=args.precision))
+    rt = resolve_runtime(RuntimeConfig(precision=args.precision, threads=args.threads))
     splits = load_splits(DataConfig(dataset=args.dataset, data_dir=args.data_dir))
     trained = load_model(args.model) if args.model else None
     perm = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
     rows = []
-    header = (f"{'width':>5} {'pool':>6} {'frac':>4} {'budget':>6} {'greedy':>10} {'last':>4} {'fwd s':>6} {'greedy s':>8} "
-              f"{'grd/fwd':>7} {'MB':>6} {'objective':>9} {'random':>9} {'amort %':>7}")
+    header = (f"{'width':>5} {'pool':>6} {'frac':>4} {'budget':>6} {'greedy':>10} {'last':>4} {'backend':>8} {'fwd s':>6} "
+              f"{'build':>5} {'greedy s':>8} {'grd/fwd':>7} {'MB':>6} {'objective':>9} {'random':>9} {'amort %':>7} "
+              f"{'agree':>6}")
     print(f"{rt.describe()}, val={len(splits.val)}\n{header}")
     for width in args.widths:
         if trained and trained[1]["width"] == width:
@@ -114,15 +121,21 @@ def main() -> None:
         model = model.to(memory_format=rt.memory_format)
         epoch_time = len(splits.train) / train_img_s(copy.deepcopy(model), rt)  # a copy: timing steps train it
         model.eval()
-        for pool_size in args.pools:
+        for pool_size, backend in ((p_, b) for p_ in args.pools for b in args.backends):
             pool = torch.sort(perm[:pool_size]).values
             sel = GlisterSelector(mean=splits.mean, std=splits.std, eta=0.1, per_class=args.per_class == "true",
-                                  lookahead=args.lookahead, precision=rt.precision, channels_last=rt.channels_last)
+                                  lookahead=args.lookahead, precision=rt.precision, channels_last=rt.channels_last,
+                                  backend=backend)
             with peak_rss() as mem:
                 start = time.perf_counter()
                 full_problem = sel.problem(model, splits.train, splits.val, pool)
                 forward = time.perf_counter() - start
-            fwd_mb = mem["mb"]
+            fwd_mb, build_s = mem["mb"], sel.build_time
+            reference = None
+            if len(args.backends) > 1:  # the ranking every backend is held to: eager fp32 features
+                ref = GlisterSelector(mean=splits.mean, std=splits.std, eta=0.1, per_class=args.per_class == "true",
+                                      lookahead=args.lookahead, precision="fp32", channels_last=rt.channels_last)
+                reference = ref.problem(model, splits.train, splits.val, pool)
             for last_layer in args.last_layers:
                 problem = dataclasses.replace(full_problem, full=last_layer == "full")
                 scored = full_problem  # every variant is scored with the full last-layer objective
@@ -140,11 +153,17 @@ def main() -> None:
                             start = time.perf_counter()
                             order = sel.maximize(problem, budget, torch.Generator().manual_seed(2))
                             greedy_s = time.perf_counter() - start
+                        agree = None
+                        if reference is not None:
+                            ref_order = sel.maximize(dataclasses.replace(reference, full=last_layer == "full"), budget,
+                                                     torch.Generator().manual_seed(2))
+                            agree = len(set(order.tolist()) & set(ref_order.tolist())) / budget
                         row = dict(width=width, model=source, pool=pool_size, fraction=fraction, budget=budget,
-                                   greedy=mode, last_layer=last_layer, lookahead=args.lookahead,
-                                   precision=rt.precision, forward_s=round(forward, 3), greedy_s=round(greedy_s, 3),
+                                   greedy=mode, last_layer=last_layer, lookahead=args.lookahead, backend=backend,
+                                   precision=rt.precision, threads=torch.get_num_threads(), forward_s=round(forward, 3),
+                                   backend_build_s=round(build_s, 3), greedy_s=round(greedy_s, 3),
                                    greedy_over_forward=round(greedy_s / forward, 4),
-                                   peak_mb=round(max(fwd_mb, mem["mb"]), 1),
+                                   peak_mb=round(max(fwd_mb, mem["mb"]), 1), agreement_with_eager_fp32=agree,
                                    objective=round(scored.objective(order), 5), objective_random=round(random_obj, 5),
                                    full_epoch_s=round(epoch_time, 1),
                                    amortized_pct={r: round(100 * (forward + greedy_s) / r / epoch_time, 2)
@@ -152,8 +171,9 @@ def main() -> None:
                         rows.append(row)
                         amort = row["amortized_pct"][args.select_every[0]]
                         print(f"{width:5d} {pool_size:6d} {fraction:4.1f} {budget:6d} {mode:>10} {last_layer:>4} "
-                              f"{forward:6.1f} {greedy_s:8.2f} {greedy_s / forward:7.3f} {row['peak_mb']:6.0f} "
-                              f"{row['objective']:9.4f} {random_obj:9.4f} {amort:7.2f}", flush=True)
+                              f"{backend:>8} {forward:6.1f} {build_s:5.1f} {greedy_s:8.2f} {greedy_s / forward:7.3f} "
+                              f"{row['peak_mb']:6.0f} {row['objective']:9.4f} {random_obj:9.4f} {amort:7.2f} "
+                              f"{'-' if agree is None else f'{agree:.3f}':>6}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

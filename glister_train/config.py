@@ -78,6 +78,7 @@ class SelectionConfig:
     drop_negative: bool = False  # soft: exclude every candidate whose gain is negative (it opposes the validation set)
     redraw: bool = False  # soft: draw a new subset every epoch from the last scores (no forward pass)
     center_features: bool = False  # gradients of the last layer in its centred parametrization (same model)
+    backend: str = "eager"  # the selection's forward pass: eager | openvino (CPU; the [compile] extra)
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,7 @@ def validate(cfg: Config) -> Config:
     check(s.eta >= 0 and math.isfinite(s.eta), "selection.eta", s.eta, ">= 0 (0 = the initial learning rate)")
     check(0 < s.pool_fraction <= 1, "selection.pool_fraction", s.pool_fraction, "in (0, 1]")
     choice("selection.sampling", s.sampling, ("greedy", "soft"))
+    choice("selection.backend", s.backend, ("eager", "openvino"))
     check(0 < s.temperature < math.inf, "selection.temperature", s.temperature, "a positive number")
     check(0 <= s.uniform_share <= 1, "selection.uniform_share", s.uniform_share, "in [0, 1]")
     check(0 <= s.drop_share < 1, "selection.drop_share", s.drop_share, "in [0, 1)")

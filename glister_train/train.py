@@ -24,7 +24,8 @@ from . import distributed, warmstart
 from .capture import CAPTURE_FILE, FilterStats, save_capture
 from .config import Config, flatten
 from .data import Splits
-from .errors import CheckpointError, NonFiniteSelection, TrainingDiverged
+from .compile.export import require
+from .errors import CheckpointError, ConfigError, NonFiniteSelection, TrainingDiverged
 from .evaluate import evaluate
 from .io import atomic_torch_save
 from .loader import AdaptiveSubsetLoader
@@ -47,12 +48,17 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
     s = cfg.selection
     if s.selector != "glister":
         return make_selector(s.selector)
+    if s.backend == "openvino":  # checked now, not at the first selection with the run folder half written
+        if runtime.device.type != "cpu":
+            raise ConfigError(f"selection.backend: 'openvino' runs on the CPU, not on {runtime.device.type}; "
+                              "use --set selection.backend=eager")
+        require("openvino", "compile")
     return make_selector(
         "glister", mean=splits.mean, std=splits.std, eta=s.eta or cfg.train.lr, greedy=s.greedy,
         block_size=s.block_size, epsilon=s.epsilon, per_class=s.per_class, last_layer=s.last_layer,
         lookahead=s.lookahead, pool_fraction=s.pool_fraction, sampling=s.sampling, temperature=s.temperature,
         uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
-        center_features=s.center_features,
+        center_features=s.center_features, backend=s.backend,
         device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
 

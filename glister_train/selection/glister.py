@@ -37,6 +37,7 @@ from .. import distributed
 from ..data import ImageData, normalize
 from ..errors import NonFiniteSelection
 from .base import Selection
+from .forward import feature_function
 from .quotas import budget_quotas, top_within_quotas
 from .sampling import draw, sampling_keys
 
@@ -178,13 +179,14 @@ class GlisterSelector:
                  lookahead: str = "sum", pool_fraction: float = 1.0, sampling: str = "greedy",
                  temperature: float = 1.0, uniform_share: float = 0.0, drop_share: float = 0.0,
                  drop_negative: bool = False, redraw: bool = False, center_features: bool = False,
-                 device: str | torch.device = "cpu",
+                 backend: str = "eager", device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 256):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
                              f"sampling={sampling!r}: choose from {GREEDY}, {LAST_LAYER}, {LOOKAHEAD}, {SAMPLING}")
         self.sampling, self.temperature, self.uniform_share = sampling, temperature, uniform_share
         self.drop_share, self.drop_negative, self.center_features = drop_share, drop_negative, center_features
+        self.backend, self.build_time = backend, 0.0
         self.redraws = redraw and sampling == "soft"  # the greedy has no scores to draw from again
         self.mean, self.std, self.eta = mean, std, eta
         self.greedy, self.block_size, self.epsilon = greedy, block_size, epsilon
@@ -206,10 +208,14 @@ class GlisterSelector:
         mine = images[distributed.shard(len(images))]
         try:
             parts = []
+            run = None
             for start in range(0, len(mine), self.batch_size):
                 x = normalize(mine[start : start + self.batch_size].to(self.device), self.mean, self.std)
-                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
-                    parts.append(embed(x.contiguous(memory_format=self.memory_format)).float())
+                x = x.contiguous(memory_format=self.memory_format)
+                if run is None:  # built on the first batch, from the weights as they are now
+                    run, built = feature_function(self.backend, embed, x, device=self.device, precision=self.precision)
+                    self.build_time += built
+                parts.append(run(x))
         finally:
             model.train(was_training)
         h = torch.cat(parts).cpu() if parts else torch.zeros(0, fc.in_features)
@@ -239,6 +245,7 @@ class GlisterSelector:
     def select(self, model: nn.Module, train: ImageData, val: ImageData, budget: int, *,
                generator: torch.Generator) -> Selection:
         start = time.perf_counter()
+        self.build_time = 0.0
         n = len(train)
         pool = torch.arange(n)
         if self.pool_fraction < 1:
@@ -264,6 +271,7 @@ class GlisterSelector:
         return Selection.uniform(
             torch.sort(pool[order]).values, cache,
             select_forward_time=forward_time,
+            select_backend_build_time=self.build_time,
             select_greedy_time=greedy_time,
             select_objective=problem.objective(order),
             select_objective_random=problem.objective(random_pick),
