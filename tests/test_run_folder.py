@@ -203,3 +203,11 @@ def test_a_partial_metrics_line_and_leftover_temporaries_do_not_break_resume(npz
     assert read_metrics(run) == whole
     assert not list(run.glob(".*.tmp"))
     assert oct((run / "summary.json").stat().st_mode & 0o777) != oct(0o600)  # readable like any written file
+
+
+def test_random_sigkills_resume_to_the_uninterrupted_result(tmp_path: Path):
+    """A few random SIGKILLs (experiments/fault_injection.py runs the same at scale)."""
+    from .conftest import load_script
+
+    fault = load_script("fault_injection")
+    assert fault.main(["--trials", "3", "--epochs", "4", "--seed", "1"]) == 0
