@@ -79,6 +79,7 @@ class SelectionConfig:
     redraw: bool = False  # soft: draw a new subset every epoch from the last scores (no forward pass)
     center_features: bool = False  # gradients of the last layer in its centred parametrization (same model)
     backend: str = "eager"  # the selection's forward pass: eager | openvino (CPU; the [compile] extra)
+    score_source: str = "pass"  # soft: pass (a forward pass over the pool) | training (what training computed)
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,10 @@ def validate(cfg: Config) -> Config:
     check(0 < s.pool_fraction <= 1, "selection.pool_fraction", s.pool_fraction, "in (0, 1]")
     choice("selection.sampling", s.sampling, ("greedy", "soft"))
     choice("selection.backend", s.backend, ("eager", "openvino"))
+    choice("selection.score_source", s.score_source, ("pass", "training"))
+    if s.score_source == "training" and s.sampling != "soft":
+        raise ConfigError("selection.score_source: 'training' scores are drawn from, not maximized: it needs "
+                          "--set selection.sampling=soft")
     check(0 < s.temperature < math.inf, "selection.temperature", s.temperature, "a positive number")
     check(0 <= s.uniform_share <= 1, "selection.uniform_share", s.uniform_share, "in [0, 1]")
     check(0 <= s.drop_share < 1, "selection.drop_share", s.drop_share, "in [0, 1)")

@@ -36,6 +36,7 @@ class Batch:
     w: torch.Tensor  # per-example loss weights
     weight_total: torch.Tensor  # sum of the weights over the global batch (all ranks)
     ranks: int = 1  # loss = sum(w * loss) * ranks / weight_total: DDP's average then matches one process
+    idx: torch.Tensor | None = None  # the examples' indices into the training split (CPU)
 
 
 class AdaptiveSubsetLoader:
@@ -59,6 +60,9 @@ class AdaptiveSubsetLoader:
         self.selection = Selection.uniform(torch.arange(len(train)))
         self.selected_at: int | None = None  # epoch of the last selection
         self.cache: dict[str, torch.Tensor] | None = None  # the last selection's scores, for redraws
+        # what the training pass computed for each example when it last trained on it (penultimate features
+        # and logits), for a selector that scores from them instead of a pass of its own
+        self.records: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------ schedule
 
@@ -68,6 +72,20 @@ class AdaptiveSubsetLoader:
         if self.selected_at is None:
             return True
         return self.selector.reselects and (epoch - self.warm_epochs) % self.select_every == 0 and epoch != self.selected_at
+
+    @property
+    def wants_records(self) -> bool:
+        return getattr(self.selector, "score_source", "pass") == "training"
+
+    def record(self, idx: torch.Tensor, features: torch.Tensor, logits: torch.Tensor) -> None:
+        """Keep the training pass's features and logits of the examples ``idx`` (the latest pass wins)."""
+        if self.records is None:
+            n = len(self.train)
+            self.records = {"h": torch.zeros(n, features.shape[1]), "logits": torch.zeros(n, logits.shape[1]),
+                            "seen": torch.zeros(n, dtype=torch.bool)}
+        self.records["h"][idx] = features.detach().float().cpu()
+        self.records["logits"][idx] = logits.detach().float().cpu()
+        self.records["seen"][idx] = True
 
     def redraw_due(self, epoch: int) -> bool:
         """Between selections, a selector that redraws draws a fresh subset from its cached scores."""
@@ -82,7 +100,11 @@ class AdaptiveSubsetLoader:
             selector = self.selector
             if epoch == 0 and self.random_start and self.selector.reselects:
                 selector = RandomSelector()
-            selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
+            if self.wants_records and selector is self.selector:
+                selection = selector.select_from_records(model, self.train, self.val, self.budget, self.records,
+                                                         generator=self.select_gen)
+            else:
+                selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
             self.cache = selection.cache
         elif self.redraw_due(epoch):
             if self.cache is None:  # after a random first subset there are no scores yet: a fresh random one
@@ -90,7 +112,8 @@ class AdaptiveSubsetLoader:
                     model, self.train, self.val, self.budget, generator=self.select_gen)
             else:
                 selector = self.selector
-                selection = selector.redraw(self.cache, self.train, self.budget, generator=self.select_gen)
+                selection = selector.redraw(self.cache, self.train, self.budget, generator=self.select_gen,
+                                            records=self.records)
         else:
             return None
         stats = selection.stats
@@ -134,7 +157,8 @@ class AdaptiveSubsetLoader:
             x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std)
             yield Batch(x.contiguous(memory_format=self.memory_format),
                         self.train.y[idx].to(self.device, non_blocking=True),
-                        sel.weights[pick].to(self.device, non_blocking=True), total.to(self.device), ranks)
+                        sel.weights[pick].to(self.device, non_blocking=True), total.to(self.device), ranks,
+                        sel.indices[pick])
 
     # ------------------------------------------------------------ checkpoints
 
@@ -143,7 +167,7 @@ class AdaptiveSubsetLoader:
             "indices": self.selection.indices, "weights": self.selection.weights,
             "selected_at": -1 if self.selected_at is None else self.selected_at,
             "select_gen": self.select_gen.get_state(), "shuffle_gen": self.shuffle_gen.get_state(),
-            "augment_gen": self.augment_gen.get_state(), "cache": self.cache,
+            "augment_gen": self.augment_gen.get_state(), "cache": self.cache, "records": self.records,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -153,3 +177,4 @@ class AdaptiveSubsetLoader:
         self.shuffle_gen.set_state(state["shuffle_gen"])
         self.augment_gen.set_state(state["augment_gen"])
         self.cache = state.get("cache")
+        self.records = state.get("records")

@@ -33,6 +33,7 @@ from .models import build, save_model
 from .progress import Progress, bar_enabled
 from .runtime import Runtime, resolve_runtime
 from .selection import SubsetSelector, make_selector
+from .selection.glister import last_layer_parts
 from .tracking import Tracker
 
 CHECKPOINT = "checkpoint.pt"
@@ -48,6 +49,9 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
     s = cfg.selection
     if s.selector != "glister":
         return make_selector(s.selector)
+    if s.score_source == "training" and (distributed.active() or cfg.runtime.compile):
+        raise ConfigError("selection.score_source: 'training' reads the training pass's features, which it cannot "
+                          "under torchrun (each rank sees its share) or torch.compile; use --set selection.score_source=pass")
     if s.backend == "openvino":  # checked now, not at the first selection with the run folder half written
         if runtime.device.type != "cpu":
             raise ConfigError(f"selection.backend: 'openvino' runs on the CPU, not on {runtime.device.type}; "
@@ -58,7 +62,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         block_size=s.block_size, epsilon=s.epsilon, per_class=s.per_class, last_layer=s.last_layer,
         lookahead=s.lookahead, pool_fraction=s.pool_fraction, sampling=s.sampling, temperature=s.temperature,
         uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
-        center_features=s.center_features, backend=s.backend,
+        center_features=s.center_features, backend=s.backend, score_source=s.score_source,
         device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
 
@@ -216,25 +220,49 @@ def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim
     weight_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
     seen = 0
-    for step, batch in enumerate(loader):
-        with rt.autocast():
-            logits = model(batch.x)
-        losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
-        loss = (losses * batch.w).sum() * batch.ranks / batch.weight_total
-        if not torch.isfinite(loss):
-            progress.close()
-            raise TrainingDiverged(epoch + 1, step + 1, float(loss.detach()))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += (losses.detach() * batch.w).sum()
-        weight_sum += batch.w.sum()
-        correct += (logits.detach().argmax(1) == batch.y).sum()
-        seen += len(batch.y)
-        progress.update(step + 1, loss.detach())
+    features: dict[str, torch.Tensor] = {}
+    hook = None
+    if loader.wants_records:  # the selector scores from this pass: keep each example's features and logits
+        hook = last_layer_parts(model)[1].register_forward_hook(lambda m, inputs, out: features.update(h=inputs[0]))
+    try:
+        for step, batch in enumerate(loader):
+            loss = train_step(model, batch, opt, rt, epoch, step, progress)
+            if hook is not None:
+                loader.record(batch.idx, features["h"], loss.logits)
+            loss_sum += (loss.losses * batch.w).sum()
+            weight_sum += batch.w.sum()
+            correct += (loss.logits.argmax(1) == batch.y).sum()
+            seen += len(batch.y)
+            progress.update(step + 1, loss.value)
+    finally:
+        if hook is not None:
+            hook.remove()
     progress.close()
     loss_sum, weight_sum, correct, seen = distributed.all_sum([float(loss_sum), float(weight_sum), float(correct), seen])
     return loss_sum / weight_sum, correct / seen
+
+
+@dataclass
+class StepResult:
+    value: torch.Tensor  # the step's loss (detached)
+    losses: torch.Tensor  # per example (detached)
+    logits: torch.Tensor  # (detached)
+
+
+def train_step(model: nn.Module, batch: Any, opt: torch.optim.Optimizer, rt: Runtime, epoch: int, step: int,
+               progress: Progress) -> StepResult:
+    """Forward, weighted loss, backward, SGD step; a non-finite loss stops training before the step."""
+    with rt.autocast():
+        logits = model(batch.x)
+    losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
+    loss = (losses * batch.w).sum() * batch.ranks / batch.weight_total
+    if not torch.isfinite(loss):
+        progress.close()
+        raise TrainingDiverged(epoch + 1, step + 1, float(loss.detach()))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return StepResult(loss.detach(), losses.detach(), logits.detach())
 
 
 def evaluate_splits(model: nn.Module, splits: Splits, rt: Runtime, batch_size: int) -> dict[str, float]:

@@ -56,9 +56,12 @@ def test_run_folder_contents(npz_dir: Path, tmp_path: Path):
 
 
 SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "redraw": True, "select_every": 2}
+FROM_TRAINING = {"selector": "glister", "sampling": "soft", "score_source": "training", "select_every": 2,
+                 "center_features": True}
 
 
-@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW], ids=["adaptive-random", "glister-redraw"])
+@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING],
+                         ids=["adaptive-random", "glister-redraw", "glister-from-training"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path, selection):
     cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=selection)
     full = train_run(cfg, tmp_path / "full", log=quiet)
@@ -173,6 +176,9 @@ def test_label_noise_is_what_the_loss_sees_and_selections_measure_it(npz_dir: Pa
     rows = read_metrics(tmp_path / "run")
     shares = [r["select_noisy_share"] for r in rows if "select_noisy_share" in r]
     assert len(shares) == 2 and all(0 <= s <= 1 for s in shares)
+    # the random first subset holds about the pool's share (the noise has its own stream: with seed 0 for both
+    # it once drew exactly the flipped examples)
+    assert abs(shares[0] - float(splits.noisy.float().mean())) < 0.15
     assert rows[0]["select_pool_noisy_share"] == pytest.approx(float(splits.noisy.float().mean()))
 
 
@@ -184,3 +190,15 @@ def test_soft_glister_redraws_every_epoch_and_scores_every_r(npz_dir: Path, tmp_
     assert ["select_objective" in r for r in rows] == [False, False, True, False, True]
     assert all("select_overlap" in r for r in rows[1:])
     assert "select_forward_time" not in rows[3] and rows[3]["select_time"] < rows[2]["select_time"]
+
+
+def test_scores_from_the_training_pass_cost_only_the_validation_pass(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=FROM_TRAINING)
+    train_run(cfg, tmp_path / "run", log=quiet)
+    rows = read_metrics(tmp_path / "run")
+    scored = [r for r in rows if "select_forward_time" in r]
+    assert [r["epoch"] for r in scored] == [3, 5] and all("select_overlap" in r for r in rows[1:])
+    seen = [r["select_seen_share"] for r in rows if "select_seen_share" in r]
+    assert seen == sorted(seen) and 0.5 <= seen[0] < seen[-1] <= 1.0  # fraction 0.5: half are seen per epoch
+    # the only forward pass is the validation set's (a quarter of the pool here)
+    assert all(r["subset_size"] == rows[0]["subset_size"] for r in rows)

@@ -45,6 +45,7 @@ GREEDY = ("naive", "stochastic", "batched")
 LAST_LAYER = ("bias", "full")
 LOOKAHEAD = ("sum", "mean")
 SAMPLING = ("greedy", "soft")
+SCORE_SOURCES = ("pass", "training")
 
 
 # ---------------------------------------------------------------- the objective and its gradient
@@ -179,7 +180,7 @@ class GlisterSelector:
                  lookahead: str = "sum", pool_fraction: float = 1.0, sampling: str = "greedy",
                  temperature: float = 1.0, uniform_share: float = 0.0, drop_share: float = 0.0,
                  drop_negative: bool = False, redraw: bool = False, center_features: bool = False,
-                 backend: str = "eager", device: str | torch.device = "cpu",
+                 backend: str = "eager", score_source: str = "pass", device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 256):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
@@ -187,7 +188,12 @@ class GlisterSelector:
         self.sampling, self.temperature, self.uniform_share = sampling, temperature, uniform_share
         self.drop_share, self.drop_negative, self.center_features = drop_share, drop_negative, center_features
         self.backend, self.build_time = backend, 0.0
-        self.redraws = redraw and sampling == "soft"  # the greedy has no scores to draw from again
+        if score_source not in SCORE_SOURCES or (score_source == "training" and sampling != "soft"):
+            raise ValueError(f"score_source={score_source!r} with sampling={sampling!r}: choose from {SCORE_SOURCES}; "
+                             "'training' needs sampling='soft'")
+        self.score_source = score_source
+        # the greedy has no scores to draw from again; training records change every epoch: always redraw
+        self.redraws = (redraw and sampling == "soft") or score_source == "training"
         self.mean, self.std, self.eta = mean, std, eta
         self.greedy, self.block_size, self.epsilon = greedy, block_size, epsilon
         self.per_class, self.last_layer, self.lookahead = per_class, last_layer, lookahead
@@ -280,10 +286,65 @@ class GlisterSelector:
         )
 
     def redraw(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int, *,
-               generator: torch.Generator) -> Selection:
-        """A new draw from the last selection's keys: no model, no forward pass."""
+               generator: torch.Generator, records: dict[str, torch.Tensor] | None = None) -> Selection:
+        """A new draw without a forward pass: from the last selection's keys, or (``score_source: training``)
+        from the latest training records against the last validation gradient."""
+        if self.score_source == "training":
+            return self._draw_from_records(cache, train, budget, records, generator, selector="glister-redraw")
         order = draw(cache["keys"], cache["groups"], cache["quotas"], generator, self.uniform_share)
         return Selection.uniform(torch.sort(cache["pool"][order]).values, cache, selector="glister-redraw")
+
+    def select_from_records(self, model: nn.Module, train: ImageData, val: ImageData, budget: int,
+                            records: dict[str, torch.Tensor] | None, *, generator: torch.Generator) -> Selection:
+        """``score_source: training``: the candidates' features and logits are what the training pass computed
+        when it last trained on each of them (augmented, train-mode: the gradient it really contributed), so
+        the only forward pass is the validation set's. Examples never trained on yet count as their class's mean."""
+        start = time.perf_counter()
+        self.build_time = 0.0
+        hv, zv = self.features(model, val.x)
+        if not (torch.isfinite(hv).all() and torch.isfinite(zv).all()):
+            raise NonFiniteSelection("non-finite validation features or logits")
+        mu = hv.mean(0) if self.center_features else torch.zeros(hv.shape[1])
+        rv = torch.softmax(zv, 1)
+        rv[torch.arange(len(rv)), val.y.cpu()] -= 1
+        cache = {"gw": rv.T @ (hv - mu), "gb": rv.sum(0), "mu": mu}
+        forward_time = time.perf_counter() - start
+        selection = self._draw_from_records(cache, train, budget, records, generator)
+        selection.stats.update(select_forward_time=forward_time, select_backend_build_time=self.build_time,
+                               select_greedy_time=time.perf_counter() - start - forward_time,
+                               select_objective_none=float(-F.cross_entropy(zv, val.y.cpu())))
+        return selection
+
+    def _draw_from_records(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int,
+                           records: dict[str, torch.Tensor] | None, generator: torch.Generator,
+                           **stats: object) -> Selection:
+        y = train.y.cpu()
+        n, c = len(y), cache["gb"].shape[0]
+        groups = y if self.per_class else torch.zeros_like(y)
+        quotas = budget_quotas(groups, budget, c if self.per_class else 1)
+        seen = records["seen"] if records is not None else torch.zeros(n, dtype=torch.bool)
+        scores = torch.zeros(n)
+        if seen.any():
+            r = torch.softmax(records["logits"][seen], 1)
+            r[torch.arange(len(r)), y[seen]] -= 1
+            part = r @ cache["gb"]
+            if self.last_layer == "full":
+                part += (r * ((records["h"][seen] - cache["mu"]) @ cache["gw"].T)).sum(1)
+            if not torch.isfinite(part).all():
+                raise NonFiniteSelection("non-finite gains from the training pass's records")
+            scores[seen] = part * self.eta
+            num = len(quotas)
+            total = torch.zeros(num).index_add_(0, groups[seen], scores[seen])
+            count = torch.bincount(groups[seen], minlength=num).clamp_min(1)
+            scores[~seen] = (total / count)[groups[~seen]]  # never trained on yet: its class's mean
+        keys = sampling_keys(scores, groups, quotas, temperature=self.temperature, drop_share=self.drop_share,
+                             drop_negative=self.drop_negative)
+        keys[~seen] = 0.0  # unknown examples are drawn at the class's average rate, never excluded
+        order = draw(keys, groups, quotas, generator, self.uniform_share)
+        return Selection.uniform(torch.sort(order).values, cache, **stats,
+                                 select_positive_gain_share=float((scores[seen] > 0).float().mean()) if seen.any() else 0.0,
+                                 select_seen_share=float(seen.float().mean()),
+                                 select_kept_share=float(torch.isfinite(keys).float().mean()))
 
     def num_groups(self, problem: LastLayerProblem) -> int:
         return int(problem.r.shape[1]) if self.per_class else 1
