@@ -359,3 +359,28 @@ def test_openvino_backend_keeps_the_ranking(precision):
     assert overlap >= (0.99 if precision == "fp32" else 0.95), overlap
     assert fast.stats["select_objective"] == pytest.approx(eager.stats["select_objective"], rel=0.01)
     assert fast.stats["select_backend_build_time"] > 0
+
+
+def test_scores_from_training_records_contract():
+    """score_source=training: exact per-class budget, deterministic, model untouched; the examples never
+    trained on are drawn at their class's average rate; a redraw reads the records as they are now."""
+    train, val = image_data(80), image_data(24, seed=1)
+    model = TinyNet(4, 4).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sel = GlisterSelector(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
+                          score_source="training", drop_negative=True, center_features=True)
+    assert sel.redraws
+    g = torch.Generator().manual_seed(0)
+    records = {"h": torch.rand(80, model.fc.in_features, generator=g), "logits": torch.randn(80, 4, generator=g),
+               "seen": torch.arange(80) < 40}
+    a = sel.select_from_records(model, train, val, 20, records, generator=torch.Generator().manual_seed(3))
+    b = sel.select_from_records(model, train, val, 20, records, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.indices, b.indices) and len(torch.unique(a.indices)) == 20
+    assert torch.bincount(train.y[a.indices], minlength=4).tolist() == budget_quotas(train.y, 20, 4).tolist()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.training
+    assert a.stats["select_seen_share"] == 0.5
+    records["seen"][:] = True
+    again = sel.redraw(a.cache, train, 20, generator=torch.Generator().manual_seed(4), records=records)
+    assert again.stats["select_seen_share"] == 1.0 and len(torch.unique(again.indices)) == 20
+    none = sel.select_from_records(model, train, val, 20, None, generator=torch.Generator().manual_seed(3))
+    assert len(none) == 20 and none.stats["select_seen_share"] == 0.0  # nothing trained on yet: uniform per class
