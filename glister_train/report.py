@@ -282,7 +282,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         noise = "-" if r["pool_noisy_share"] is None else f"{pct(r['noisy_share'])} / {pct(r['pool_noisy_share'])}"
         lines.append(
             f"| {r['condition']} | {r['label']} | {r['fraction']:g} | {len(r['seeds'])} | {r['epoch_time']:.2f} | "
-            f"{pct(r['cost_vs_full'])}% | {pct(r['final_test_acc'])} ± {pct(r['final_test_acc_std'])} | "
+            f"{pct(r['cost_vs_full'])}{'%' if r['cost_vs_full'] is not None else ''} | "
+            f"{pct(r['final_test_acc'])} ± {pct(r['final_test_acc_std'])} | "
             f"{pct(r['vs_full'], True)} | {epochs} | {timed} | {noise} | {r['select_time']:.1f} |")
     return "\n".join(lines) + "\n"
 
