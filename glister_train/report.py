@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import Config, flatten, load_file
 from .errors import UsageError
+from .provenance import provenance
 from .io import atomic_write_json, atomic_write_text
 from .tracking import read_metrics
 
@@ -369,7 +370,9 @@ def report_main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(rows)
     atomic_write_text(out / "report.md", text)
-    atomic_write_json(out / "report.json", {"rows": rows, "runs": [r.path for r in runs]})
+    atomic_write_json(out / "report.json", {"rows": rows, "runs": [r.path for r in runs], "made_by": provenance(),
+                                            "run_provenance": sorted({json.dumps(r.summary.get("provenance", {}).get(
+                                                "git_commit")) for r in runs})})
     written = [] if args.no_plots else plots(runs, rows, out)
     print(text, end="")
     print(f"{len(runs)} runs; wrote {out / 'report.md'}, {out / 'report.json'}" +

@@ -20,6 +20,7 @@ from .config import Config, diff, flatten, load_file, to_yaml
 from .data import Splits, load_splits
 from .errors import TrainingDiverged, UsageError
 from .io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from .provenance import provenance
 from .tracking import FanOut, make_tracker
 from .train import CHECKPOINT, MODEL, Training, fit, read_checkpoint, setup
 
@@ -135,6 +136,7 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
         "fraction": cfg.selection.fraction, "seed": cfg.run.seed, "epochs": cfg.train.epochs,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    summary["provenance"] = provenance(state.rt.device)
     if parent:
         summary["parent"] = parent
     if splits.noisy is not None:

@@ -202,3 +202,12 @@ def test_scores_from_the_training_pass_cost_only_the_validation_pass(npz_dir: Pa
     assert seen == sorted(seen) and 0.5 <= seen[0] < seen[-1] <= 1.0  # fraction 0.5: half are seen per epoch
     # the only forward pass is the validation set's (a quarter of the pool here)
     assert all(r["subset_size"] == rows[0]["subset_size"] for r in rows)
+
+
+def test_summary_records_provenance(npz_dir: Path, tmp_path: Path):
+    import torch as _torch
+
+    train_run(tiny_config(npz_dir), tmp_path / "run", log=quiet)
+    prov = json.loads((tmp_path / "run" / "summary.json").read_text())["provenance"]
+    assert prov["torch"] == _torch.__version__ and prov["device"] == "cpu" and prov["python"]
+    assert "git_commit" in prov and "glister_train" in prov
