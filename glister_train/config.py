@@ -80,6 +80,7 @@ class SelectionConfig:
     center_features: bool = False  # gradients of the last layer in its centred parametrization (same model)
     backend: str = "eager"  # the selection's forward pass: eager | openvino (CPU; the [compile] extra)
     score_source: str = "pass"  # soft: pass (a forward pass over the pool) | training (what training computed)
+    val_gradient: str = "all"  # soft: gains against the whole validation gradient | own_class (its label's examples)
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def validate(cfg: Config) -> Config:
     choice("selection.sampling", s.sampling, ("greedy", "soft"))
     choice("selection.backend", s.backend, ("eager", "openvino"))
     choice("selection.score_source", s.score_source, ("pass", "training"))
+    choice("selection.val_gradient", s.val_gradient, ("all", "own_class"))
     if s.score_source == "training" and s.sampling != "soft":
         raise ConfigError("selection.score_source: 'training' scores are drawn from, not maximized: it needs "
                           "--set selection.sampling=soft")

@@ -384,3 +384,17 @@ def test_scores_from_training_records_contract():
     assert again.stats["select_seen_share"] == 1.0 and len(torch.unique(again.indices)) == 20
     none = sel.select_from_records(model, train, val, 20, None, generator=torch.Generator().manual_seed(3))
     assert len(none) == 20 and none.stats["select_seen_share"] == 0.0  # nothing trained on yet: uniform per class
+
+
+@pytest.mark.parametrize("own_class", [False, True])
+def test_first_order_gains_equal_explicit_gradient_inner_products(own_class):
+    from glister_train.selection.glister import first_order_gains, val_residuals
+
+    problem, (h, y, hv, yv, w, b, _) = make_problem(n=30, v=20)
+    gi = per_example_grads(h, y, w, b, True)
+    gv = per_example_grads(hv, yv, w, b, True)
+    expected = torch.stack([0.1 * sum((gi[i] @ gv[v]) for v in range(len(yv)) if not own_class or yv[v] == y[i])
+                            for i in range(len(y))])
+    got = first_order_gains(h, problem.r, y, hv, val_residuals(problem.zv, yv), yv, eta=0.1, full=True,
+                            own_class=own_class)
+    assert torch.allclose(got, expected, atol=1e-4)

@@ -46,6 +46,7 @@ LAST_LAYER = ("bias", "full")
 LOOKAHEAD = ("sum", "mean")
 SAMPLING = ("greedy", "soft")
 SCORE_SOURCES = ("pass", "training")
+VAL_GRADIENTS = ("all", "own_class")
 
 
 # ---------------------------------------------------------------- the objective and its gradient
@@ -159,6 +160,38 @@ def greedy(problem: LastLayerProblem, budget: int, quotas: torch.Tensor, *, mode
     return torch.cat(chosen)
 
 
+def first_order_gains(h: torch.Tensor, r: torch.Tensor, y: torch.Tensor, hv: torch.Tensor, rv: torch.Tensor,
+                      yv: torch.Tensor, *, eta: float, full: bool, own_class: bool) -> torch.Tensor:
+    """``eta <g_i, G_val>`` at the model itself for every candidate: against the whole validation set's
+    gradient, or (``own_class``) against the gradient of the validation examples of the candidate's own label.
+
+    The whole set's gradient rewards an example for suppressing whatever class the model over-predicts, which
+    a mislabeled example does as well as any (its image pushes its true class down): under label noise the
+    chosen share of wrong labels then swings from selection to selection. Against its own label's examples
+    only, an example scores by how much it looks like them where the model still errs on them."""
+    def gains(idx: torch.Tensor | None, gw: torch.Tensor, gb: torch.Tensor) -> torch.Tensor:
+        ri = r if idx is None else r[idx]
+        out = ri @ gb
+        if full:
+            out = out + (ri * ((h if idx is None else h[idx]) @ gw.T)).sum(1)
+        return out
+
+    if not own_class:
+        return gains(None, rv.T @ hv, rv.sum(0)) * eta
+    out = torch.zeros(len(y))
+    for c in torch.unique(y).tolist():
+        mine, theirs = (y == c).nonzero().squeeze(1), yv == c
+        out[mine] = gains(mine, rv[theirs].T @ hv[theirs], rv[theirs].sum(0))
+    return out * eta
+
+
+def val_residuals(zv: torch.Tensor, yv: torch.Tensor) -> torch.Tensor:
+    """``softmax(z) - onehot(y)`` of the validation set: its cross-entropy gradient w.r.t. the logits."""
+    rv = torch.softmax(zv, 1)
+    rv[torch.arange(len(rv)), yv] -= 1
+    return rv
+
+
 # ---------------------------------------------------------------- the selector
 
 
@@ -180,7 +213,8 @@ class GlisterSelector:
                  lookahead: str = "sum", pool_fraction: float = 1.0, sampling: str = "greedy",
                  temperature: float = 1.0, uniform_share: float = 0.0, drop_share: float = 0.0,
                  drop_negative: bool = False, redraw: bool = False, center_features: bool = False,
-                 backend: str = "eager", score_source: str = "pass", device: str | torch.device = "cpu",
+                 backend: str = "eager", score_source: str = "pass", val_gradient: str = "all",
+                 device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 256):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
@@ -192,6 +226,9 @@ class GlisterSelector:
             raise ValueError(f"score_source={score_source!r} with sampling={sampling!r}: choose from {SCORE_SOURCES}; "
                              "'training' needs sampling='soft'")
         self.score_source = score_source
+        if val_gradient not in VAL_GRADIENTS:
+            raise ValueError(f"val_gradient={val_gradient!r}: choose from {VAL_GRADIENTS}")
+        self.val_gradient = val_gradient
         # the greedy has no scores to draw from again; training records change every epoch: always redraw
         self.redraws = (redraw and sampling == "soft") or score_source == "training"
         self.mean, self.std, self.eta = mean, std, eta
@@ -264,7 +301,9 @@ class GlisterSelector:
             order = self.maximize(problem, budget, generator)
         else:
             problem.check_finite()
-            scores = problem.gains(*problem.val_gradient(problem.zv))  # first-order gains at the model itself
+            scores = first_order_gains(problem.h, problem.r, train.y[pool.to(train.y.device)].cpu(), problem.hv,
+                                       val_residuals(problem.zv, problem.yv), problem.yv, eta=self.eta,
+                                       full=problem.full, own_class=self.val_gradient == "own_class")
             quotas = budget_quotas(problem.groups, budget, self.num_groups(problem))
             keys = sampling_keys(scores, problem.groups, quotas, temperature=self.temperature,
                                  drop_share=self.drop_share, drop_negative=self.drop_negative)
@@ -305,9 +344,7 @@ class GlisterSelector:
         if not (torch.isfinite(hv).all() and torch.isfinite(zv).all()):
             raise NonFiniteSelection("non-finite validation features or logits")
         mu = hv.mean(0) if self.center_features else torch.zeros(hv.shape[1])
-        rv = torch.softmax(zv, 1)
-        rv[torch.arange(len(rv)), val.y.cpu()] -= 1
-        cache = {"gw": rv.T @ (hv - mu), "gb": rv.sum(0), "mu": mu}
+        cache = {"hv": hv - mu, "rv": val_residuals(zv, val.y.cpu()), "yv": val.y.cpu(), "mu": mu}
         forward_time = time.perf_counter() - start
         selection = self._draw_from_records(cache, train, budget, records, generator)
         selection.stats.update(select_forward_time=forward_time, select_backend_build_time=self.build_time,
@@ -319,7 +356,7 @@ class GlisterSelector:
                            records: dict[str, torch.Tensor] | None, generator: torch.Generator,
                            **stats: object) -> Selection:
         y = train.y.cpu()
-        n, c = len(y), cache["gb"].shape[0]
+        n, c = len(y), cache["rv"].shape[1]
         groups = y if self.per_class else torch.zeros_like(y)
         quotas = budget_quotas(groups, budget, c if self.per_class else 1)
         seen = records["seen"] if records is not None else torch.zeros(n, dtype=torch.bool)
@@ -327,9 +364,8 @@ class GlisterSelector:
         if seen.any():
             r = torch.softmax(records["logits"][seen], 1)
             r[torch.arange(len(r)), y[seen]] -= 1
-            part = r @ cache["gb"]
-            if self.last_layer == "full":
-                part += (r * ((records["h"][seen] - cache["mu"]) @ cache["gw"].T)).sum(1)
+            part = first_order_gains(records["h"][seen] - cache["mu"], r, y[seen], cache["hv"], cache["rv"], cache["yv"],
+                                     eta=1.0, full=self.last_layer == "full", own_class=self.val_gradient == "own_class")
             if not torch.isfinite(part).all():
                 raise NonFiniteSelection("non-finite gains from the training pass's records")
             scores[seen] = part * self.eta
