@@ -81,6 +81,8 @@ class SelectionConfig:
     backend: str = "eager"  # the selection's forward pass: eager | openvino (CPU; the [compile] extra)
     score_source: str = "pass"  # soft: pass (a forward pass over the pool) | training (what training computed)
     val_gradient: str = "all"  # soft: gains against the whole validation gradient | own_class (its label's examples)
+    drop_by: str = "gain"  # soft, drop_share: rank by gain | confidence (the model's probability of the label)
+    drop_share_auto: bool = False  # soft: drop_share = the wrong-label rate the clean validation set implies
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,7 @@ def validate(cfg: Config) -> Config:
     choice("selection.backend", s.backend, ("eager", "openvino"))
     choice("selection.score_source", s.score_source, ("pass", "training"))
     choice("selection.val_gradient", s.val_gradient, ("all", "own_class"))
+    choice("selection.drop_by", s.drop_by, ("gain", "confidence"))
     if s.score_source == "training" and s.sampling != "soft":
         raise ConfigError("selection.score_source: 'training' scores are drawn from, not maximized: it needs "
                           "--set selection.sampling=soft")

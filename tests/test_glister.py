@@ -398,3 +398,18 @@ def test_first_order_gains_equal_explicit_gradient_inner_products(own_class):
     got = first_order_gains(h, problem.r, y, hv, val_residuals(problem.zv, yv), yv, eta=0.1, full=True,
                             own_class=own_class)
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_the_validation_set_estimates_the_wrong_label_share():
+    """A model trained on clean data agrees with clean training labels as often as with validation labels
+    (nothing to drop) and with 40%-noisy labels about 40% less often (drop about 40%, the least confident)."""
+    from glister_train.selection.glister import confidence_drop
+
+    for noise in (0.0, 0.4):
+        problem, (h, y, hv, yv, w, b, flipped) = make_problem(n=2000, v=500, noise=noise, trained=True)
+        probs = torch.softmax(h @ w.T + b, 1)
+        confidence, share = confidence_drop(probs, y, hv @ w.T + b, yv, 0.0, estimate=True)
+        assert share == pytest.approx(noise, abs=0.08)
+        if noise:
+            dropped = torch.argsort(confidence)[: round(share * len(y))]
+            assert float(flipped[dropped].float().mean()) > 0.8  # what it drops is mostly wrong labels

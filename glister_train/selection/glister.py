@@ -47,6 +47,7 @@ LOOKAHEAD = ("sum", "mean")
 SAMPLING = ("greedy", "soft")
 SCORE_SOURCES = ("pass", "training")
 VAL_GRADIENTS = ("all", "own_class")
+DROP_BY = ("gain", "confidence")
 
 
 # ---------------------------------------------------------------- the objective and its gradient
@@ -185,6 +186,21 @@ def first_order_gains(h: torch.Tensor, r: torch.Tensor, y: torch.Tensor, hv: tor
     return out * eta
 
 
+def confidence_drop(probs: torch.Tensor, y: torch.Tensor, val_logits: torch.Tensor, yv: torch.Tensor,
+                    share: float, estimate: bool) -> tuple[torch.Tensor, float]:
+    """(each candidate's probability of its own label, the share of each class to drop by it).
+
+    With ``estimate`` the share is the wrong-label rate the clean validation set implies: a model that gets a
+    share A of the (clean) validation set right but agrees with only a share a of the training labels, which it
+    has not memorized, sees about ``1 - a / A`` of them as wrong (0 on clean data, where a >= A)."""
+    confidence = probs[torch.arange(len(y)), y]
+    if estimate:
+        agree = float((probs.argmax(1) == y).float().mean())
+        val_acc = float((val_logits.argmax(1) == yv).float().mean())
+        share = min(0.9, max(0.0, 1 - agree / max(val_acc, 1e-6)))
+    return confidence, share
+
+
 def val_residuals(zv: torch.Tensor, yv: torch.Tensor) -> torch.Tensor:
     """``softmax(z) - onehot(y)`` of the validation set: its cross-entropy gradient w.r.t. the logits."""
     rv = torch.softmax(zv, 1)
@@ -214,7 +230,7 @@ class GlisterSelector:
                  temperature: float = 1.0, uniform_share: float = 0.0, drop_share: float = 0.0,
                  drop_negative: bool = False, redraw: bool = False, center_features: bool = False,
                  backend: str = "eager", score_source: str = "pass", val_gradient: str = "all",
-                 device: str | torch.device = "cpu",
+                 drop_by: str = "gain", drop_share_auto: bool = False, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 256):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
@@ -229,6 +245,9 @@ class GlisterSelector:
         if val_gradient not in VAL_GRADIENTS:
             raise ValueError(f"val_gradient={val_gradient!r}: choose from {VAL_GRADIENTS}")
         self.val_gradient = val_gradient
+        if drop_by not in DROP_BY:
+            raise ValueError(f"drop_by={drop_by!r}: choose from {DROP_BY}")
+        self.drop_by, self.drop_share_auto = drop_by, drop_share_auto
         # the greedy has no scores to draw from again; training records change every epoch: always redraw
         self.redraws = (redraw and sampling == "soft") or score_source == "training"
         self.mean, self.std, self.eta = mean, std, eta
@@ -305,12 +324,14 @@ class GlisterSelector:
                                        val_residuals(problem.zv, problem.yv), problem.yv, eta=self.eta,
                                        full=problem.full, own_class=self.val_gradient == "own_class")
             quotas = budget_quotas(problem.groups, budget, self.num_groups(problem))
-            keys = sampling_keys(scores, problem.groups, quotas, temperature=self.temperature,
-                                 drop_share=self.drop_share, drop_negative=self.drop_negative)
+            y = train.y[pool.to(train.y.device)].cpu()
+            rank, share = self._drop_plan(problem.r + F.one_hot(y, problem.r.shape[1]), y, problem.zv, problem.yv)
+            keys = sampling_keys(scores, problem.groups, quotas, temperature=self.temperature, drop_share=share,
+                                 drop_negative=self.drop_negative, drop_rank=rank)
             order = draw(keys, problem.groups, quotas, generator, self.uniform_share)
             cache = {"pool": pool, "keys": keys, "groups": problem.groups, "quotas": quotas}
             extra = {"select_positive_gain_share": float((scores > 0).float().mean()),
-                     "select_kept_share": float(torch.isfinite(keys).float().mean())}
+                     "select_kept_share": float(torch.isfinite(keys).float().mean()), "select_drop_share": share}
         greedy_time = time.perf_counter() - start - forward_time
         random_pick = torch.randperm(len(pool), generator=generator)[:budget]
         return Selection.uniform(
@@ -344,7 +365,7 @@ class GlisterSelector:
         if not (torch.isfinite(hv).all() and torch.isfinite(zv).all()):
             raise NonFiniteSelection("non-finite validation features or logits")
         mu = hv.mean(0) if self.center_features else torch.zeros(hv.shape[1])
-        cache = {"hv": hv - mu, "rv": val_residuals(zv, val.y.cpu()), "yv": val.y.cpu(), "mu": mu}
+        cache = {"hv": hv - mu, "rv": val_residuals(zv, val.y.cpu()), "yv": val.y.cpu(), "mu": mu, "zv": zv}
         forward_time = time.perf_counter() - start
         selection = self._draw_from_records(cache, train, budget, records, generator)
         selection.stats.update(select_forward_time=forward_time, select_backend_build_time=self.build_time,
@@ -373,14 +394,29 @@ class GlisterSelector:
             total = torch.zeros(num).index_add_(0, groups[seen], scores[seen])
             count = torch.bincount(groups[seen], minlength=num).clamp_min(1)
             scores[~seen] = (total / count)[groups[~seen]]  # never trained on yet: its class's mean
-        keys = sampling_keys(scores, groups, quotas, temperature=self.temperature, drop_share=self.drop_share,
-                             drop_negative=self.drop_negative)
+        rank, share = None, self.drop_share
+        if seen.any() and (self.drop_by == "confidence" or self.drop_share_auto):
+            probs = torch.softmax(records["logits"][seen], 1)
+            conf, share = self._drop_plan(probs, y[seen], cache["zv"], cache["yv"])
+            rank = torch.ones(n)  # never-seen examples rank as fully confident: not dropped for want of a record
+            rank[seen] = conf
+        keys = sampling_keys(scores, groups, quotas, temperature=self.temperature, drop_share=share,
+                             drop_negative=self.drop_negative, drop_rank=rank)
         keys[~seen] = 0.0  # unknown examples are drawn at the class's average rate, never excluded
+        stats = {**stats, "select_drop_share": share}
         order = draw(keys, groups, quotas, generator, self.uniform_share)
         return Selection.uniform(torch.sort(order).values, cache, **stats,
                                  select_positive_gain_share=float((scores[seen] > 0).float().mean()) if seen.any() else 0.0,
                                  select_seen_share=float(seen.float().mean()),
                                  select_kept_share=float(torch.isfinite(keys).float().mean()))
+
+    def _drop_plan(self, probs: torch.Tensor, y: torch.Tensor, zv: torch.Tensor,
+                   yv: torch.Tensor) -> tuple[torch.Tensor | None, float]:
+        """What ranks the candidates for ``drop_share`` (None: the gains) and the share to drop."""
+        if self.drop_by != "confidence" and not self.drop_share_auto:
+            return None, self.drop_share
+        confidence, share = confidence_drop(probs, y, zv, yv, self.drop_share, self.drop_share_auto)
+        return (confidence if self.drop_by == "confidence" else None), share
 
     def num_groups(self, problem: LastLayerProblem) -> int:
         return int(problem.r.shape[1]) if self.per_class else 1

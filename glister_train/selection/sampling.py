@@ -21,12 +21,15 @@ from .quotas import budget_quotas, top_within_quotas
 
 
 def sampling_keys(scores: torch.Tensor, groups: torch.Tensor, quotas: torch.Tensor, *, temperature: float,
-                  drop_share: float = 0.0, drop_negative: bool = False) -> torch.Tensor:
+                  drop_share: float = 0.0, drop_negative: bool = False,
+                  drop_rank: torch.Tensor | None = None) -> torch.Tensor:
     """Per-class standardized ``scores / temperature``; ``-inf`` for the excluded candidates.
 
-    A class never loses so many candidates that it cannot fill its quota: the best of the excluded
-    come back, in score order.
+    ``drop_share`` excludes the lowest share of each class by ``drop_rank`` (default: the scores themselves;
+    e.g. the model's probability of each example's label). A class never loses so many candidates that it
+    cannot fill its quota: the best of the excluded come back, in that order.
     """
+    rank_by = scores if drop_rank is None else drop_rank
     num_groups = len(quotas)
     counts = torch.bincount(groups, minlength=num_groups).double()
     mean = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, groups, scores.double()) / counts.clamp_min(1)
@@ -38,7 +41,7 @@ def sampling_keys(scores: torch.Tensor, groups: torch.Tensor, quotas: torch.Tens
     if drop_negative:
         excluded |= scores <= 0
     if drop_share > 0:  # the lowest drop_share of each class by rank
-        order = torch.argsort(scores)
+        order = torch.argsort(rank_by)
         g = groups[order]
         rank = torch.zeros(len(scores), dtype=torch.long)
         rank[order] = torch.nn.functional.one_hot(g, num_groups).cumsum(0).gather(1, g[:, None]).squeeze(1) - 1
@@ -47,7 +50,7 @@ def sampling_keys(scores: torch.Tensor, groups: torch.Tensor, quotas: torch.Tens
         kept = torch.bincount(groups[~excluded], minlength=num_groups)
         short = (quotas - kept).clamp_min(0)
         if short.any():
-            back = top_within_quotas(torch.where(excluded, scores, torch.full_like(scores, -math.inf)), groups,
+            back = top_within_quotas(torch.where(excluded, rank_by, torch.full_like(rank_by, -math.inf)), groups,
                                      short, int(short.sum()))
             excluded[back] = False
         keys = keys.masked_fill(excluded, -math.inf)
