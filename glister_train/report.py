@@ -256,14 +256,14 @@ def against_random(groups, condition: str, fraction: float, members: list[RunRec
     rnd_final = _mean_std([r.summary["final_test_acc"] for r in best])
     own = statistics.fmean(r.summary["final_test_acc"] for r in members)
     spread = std + rnd_final[1]
+    seeded = len(members) > 1 and len(best) > 1  # one seed has no spread to judge a difference by
     timed = equal_time(members, best)
     diff_time = timed[0] - timed[1] if timed else None
     return {"random_label": best[0].label, "vs_adaptive_random": own - rnd_final[0],
             "equal_time_acc": timed[0] if timed else None, "equal_time_random_acc": timed[1] if timed else None,
             "equal_time_seconds": timed[2] if timed else None, "vs_adaptive_random_equal_time": diff_time,
-            "verdict_equal_epochs": verdict(own - rnd_final[0], spread),
-            "verdict_equal_time": verdict(diff_time, spread) if len(members) > 1 and len(best) > 1 else
-            ("-" if diff_time is None else "1 seed")}
+            "verdict_equal_epochs": verdict(own - rnd_final[0], spread) if seeded else "1 seed",
+            "verdict_equal_time": ("-" if diff_time is None else verdict(diff_time, spread) if seeded else "1 seed")}
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
