@@ -315,7 +315,7 @@ def validate(cfg: Config) -> Config:
     check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
     check(t.lr > 0 and math.isfinite(t.lr), "train.lr", t.lr, "a positive number")
     check(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
-    check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
+    check(0 <= t.weight_decay < math.inf, "train.weight_decay", t.weight_decay, "a finite number >= 0")
     check(t.eval_every >= 1, "train.eval_every", t.eval_every, "an integer >= 1")
     check(0 <= t.capture_epochs <= t.epochs, "train.capture_epochs", t.capture_epochs,
           f"between 0 and train.epochs ({t.epochs})")

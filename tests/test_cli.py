@@ -66,6 +66,7 @@ def test_resume_continues_a_run(npz_dir: Path, tmp_path: Path):
     pytest.param(["--device", "cuda"], "runtime.device: 'cuda' was asked for but no CUDA device is visible",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
     (["--set", "data.label_noise=1.5"], "data.label_noise: 1.5 is invalid"),
+    (["--set", "train.weight_decay=inf"], "train.weight_decay: inf is invalid"),
     (["--set", "selection.sampling=top"], "selection.sampling: 'top' is not one of"),
 ])
 def test_bad_input_exits_non_zero_with_a_message(npz_dir: Path, tmp_path: Path, args, message):

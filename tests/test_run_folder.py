@@ -211,3 +211,26 @@ def test_random_sigkills_resume_to_the_uninterrupted_result(tmp_path: Path):
 
     fault = load_script("fault_injection")
     assert fault.main(["--trials", "3", "--epochs", "4", "--seed", "1"]) == 0
+
+
+def test_a_checkpoint_that_loads_but_does_not_fit_leaves_the_folder_untouched(npz_dir: Path, tmp_path: Path):
+    import torch
+
+    run = tmp_path / "run"
+    train_run(tiny_config(npz_dir), run, log=quiet)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["model"].pop(next(iter(state["model"])))  # same configuration, weights that do not fit
+    torch.save(state, run / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(UsageError, match=f"{run / 'checkpoint.pt'}.*is corrupt, truncated or not from this run"):
+        train_run(tiny_config(npz_dir), run, resume=True, log=quiet)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_report_on_a_folder_with_a_bad_config_is_one_line(tmp_path: Path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "summary.json").write_text('{"status": "completed"}')
+    (run / "config.yaml").write_text("selection: [unclosed")
+    done = cli("report", str(tmp_path), "--out", str(tmp_path / "rep"))
+    assert done.returncode == 2 and "not valid YAML" in done.stderr and "Traceback" not in done.stderr
