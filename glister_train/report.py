@@ -293,6 +293,11 @@ def _times(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
+def short_label(label: str) -> str:
+    """``glister center_features=True select_every=3`` -> ``glister center_features R=3``: for plot legends."""
+    return label.replace("=True", "").replace("select_every=", "R=")
+
+
 def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[Path]:
     try:
         import matplotlib
@@ -322,12 +327,13 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
                         xs.append(total)
                 style = {"full": "-", "adaptive-random": "--", "random": ":", "glister": "-."}.get(
                     members[0].selector, "-")
-                ax.plot(xs, [100 * a for a in acc], style, label=f"{label} {fraction:g} (n={len(members)})")
+                ax.plot(xs, [100 * a for a in acc], style, label=f"{short_label(label)} f={fraction:g} (n={len(members)})")
             ax.set_title(condition if condition != "-" else "", fontsize=9)
             ax.set_xlabel("epoch" if x_axis == "epoch" else "training time, selection included (s)")
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+        fig.set_size_inches(7 * len(conditions), 4.8 + 0.16 * max(len(groups), 1))
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
