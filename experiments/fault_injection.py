@@ -30,7 +30,7 @@ import torch
 METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
-def make_data(folder: Path, n_train: int = 400, n_test: int = 100, classes: int = 4, size: int = 12) -> Path:
+def make_data(folder: Path, n_train: int = 3000, n_test: int = 200, classes: int = 4, size: int = 12) -> Path:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     colours = rng.integers(40, 215, size=(classes, 3))
