@@ -12,7 +12,6 @@ pickled modules, so loading a model file never runs code from it.
 from __future__ import annotations
 
 import pickle
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -20,8 +20,8 @@ from typing import Any
 
 from .config import Config, flatten, load_file
 from .errors import UsageError
-from .provenance import provenance
 from .io import atomic_write_json, atomic_write_text
+from .provenance import provenance
 from .tracking import read_metrics
 
 

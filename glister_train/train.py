@@ -11,8 +11,8 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,9 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed, warmstart
 from .capture import CAPTURE_FILE, FilterStats, save_capture
+from .compile.export import require
 from .config import Config, flatten
 from .data import Splits
-from .compile.export import require
 from .errors import CheckpointError, ConfigError, NonFiniteSelection, TrainingDiverged
 from .evaluate import evaluate
 from .io import atomic_torch_save

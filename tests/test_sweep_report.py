@@ -103,7 +103,7 @@ def test_report_reads_an_mlflow_store_like_the_run_folders(npz_dir: Path, tmp_pa
         assert a["select_time"] == pytest.approx(b["select_time"], abs=1e-6)
 
 
-def _hand_run(selector: str, seed: int, epoch_times: list[float], accs: list[float], **config) -> "RunRecord":
+def _hand_run(selector: str, seed: int, epoch_times: list[float], accs: list[float], **config):
     from glister_train.config import Config, flatten
     from glister_train.report import _record
 
