@@ -35,7 +35,9 @@ class _Features(nn.Module):
 
 def feature_function(backend: str, embed: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, *,
                      device: torch.device, precision: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
-    """(a function from a normalized batch to float32 features, seconds spent building it)."""
+    """(a function from a normalized batch to float32 features, seconds spent building it).
+
+    ``embed``: the model's bound ``embed`` method (its module is what OpenVINO converts, weights and all)."""
     if backend == "eager":
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
@@ -48,7 +50,7 @@ def feature_function(backend: str, embed: Callable[[torch.Tensor], torch.Tensor]
     ov = require("openvino", "compile")
     start = time.perf_counter()
     with torch.no_grad():
-        converted = ov.convert_model(_Features(embed.__self__), example_input=example.cpu())
+        converted = ov.convert_model(_Features(embed.__self__), example_input=example.cpu())  # the module of embed
     compiled = ov.Core().compile_model(converted, "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"})
