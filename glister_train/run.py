@@ -50,10 +50,7 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> bool:
     epoch (no checkpoint, not completed) holds nothing to lose: it restarts from scratch, with or
     without ``--resume``.
     """
-    owner = runlock.holder(run_dir)
-    if owner is not None:
-        raise UsageError(f"run folder {str(run_dir)!r} is in use by process {owner['pid']} on {owner['host']} "
-                         f"since {owner.get('since', '?')}; wait for it to finish, or choose another --out")
+    runlock.refuse_if_held(run_dir)
     has_checkpoint = (run_dir / CHECKPOINT).is_file()
     summary = read_summary(run_dir)
     status = (summary or {}).get("status", "unknown")

@@ -54,6 +54,16 @@ def holder(run_dir: Path) -> dict | None:
     return owner
 
 
+def refuse_if_held(run_dir: Path) -> None:
+    """A UsageError naming who holds ``run_dir``, if a live process does."""
+    owner = holder(run_dir)
+    if owner is not None:
+        raise UsageError(
+            f"run folder {str(run_dir)!r} is in use by process {owner['pid']} on {owner['host']} since "
+            f"{owner.get('since', '?')}; wait for it to finish or stop it (if that run is gone, delete "
+            f"{run_dir / LOCK})")
+
+
 def acquire(run_dir: Path) -> Path:
     """Take the lock (the folder must exist); a live owner is a UsageError that says who holds it."""
     path = run_dir / LOCK
@@ -61,12 +71,7 @@ def acquire(run_dir: Path) -> Path:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)  # exactly one starter wins
         except FileExistsError:
-            owner = holder(run_dir)
-            if owner is not None:
-                raise UsageError(
-                    f"run folder {str(run_dir)!r} is in use by process {owner['pid']} on {owner['host']} since "
-                    f"{owner.get('since', '?')}; wait for it to finish or stop it (if that run is gone, delete "
-                    f"{path})") from None
+            refuse_if_held(run_dir)
             path.unlink(missing_ok=True)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as fh:

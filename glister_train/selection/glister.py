@@ -75,8 +75,7 @@ class LastLayerProblem:
 
     def val_gradient(self, zv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient of the summed validation cross-entropy w.r.t. the last layer: (C, D) and (C,)."""
-        rv = torch.softmax(zv, 1)
-        rv[torch.arange(len(rv)), self.yv] -= 1
+        rv = val_residuals(zv, self.yv)
         return (rv.T @ self.hv if self.full else None), rv.sum(0)
 
     def gains(self, gw: torch.Tensor | None, gb: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
