@@ -103,14 +103,17 @@ def test_report_reads_an_mlflow_store_like_the_run_folders(npz_dir: Path, tmp_pa
         assert a["select_time"] == pytest.approx(b["select_time"], abs=1e-6)
 
 
-def _hand_run(selector: str, seed: int, epoch_times: list[float], accs: list[float], **config):
+def _hand_run(selector: str, seed: int, epoch_times: list[float], accs: list[float], val_acc: float | None = None,
+              **config):
+    """A run with these epoch times and test accuracies; its final validation accuracy is the test one unless given."""
     from glister_train.config import Config, flatten
     from glister_train.report import _record
 
     metrics = [{"epoch": i + 1, "epoch_time": t, "test_acc": a} for i, (t, a) in enumerate(zip(epoch_times, accs))]
     cfg = {**flatten(Config()), "selection.selector": selector, "selection.fraction": 0.3, "run.seed": seed, **config}
-    return _record(f"{selector}-{seed}", selector, 0.3, seed, {"final_test_acc": accs[-1], "best_test_acc": max(accs),
-                                                            "select_time": 0.0}, metrics, config=cfg)
+    summary = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "select_time": 0.0,
+               "final_val_acc": accs[-1] if val_acc is None else val_acc}
+    return _record(f"{selector}-{seed}", selector, 0.3, seed, summary, metrics, config=cfg)
 
 
 def test_equal_time_interpolates_on_the_faster_runs_end():
@@ -149,3 +152,15 @@ def test_runs_are_grouped_by_condition_and_labelled_by_what_differs():
     # compared with the better of random's two schedules, in its own condition only
     assert soft["random_label"] == "adaptive-random select_every=1"
     assert soft["vs_adaptive_random"] == pytest.approx(0.64 - 0.65)
+
+
+def test_random_baselines_best_schedule_is_chosen_on_validation_not_test():
+    """R = 1 ends higher on test but lower on validation than R = 3: the comparison takes R = 3."""
+    from glister_train.report import table
+
+    runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.60], val_acc=0.62, **{"selection.select_every": 3}),
+            _hand_run("adaptive-random", 0, [1, 1], [0.5, 0.65], val_acc=0.58, **{"selection.select_every": 1}),
+            _hand_run("glister", 0, [1, 1], [0.5, 0.63], **{"selection.select_every": 3, "selection.sampling": "soft"})]
+    soft = next(r for r in table(runs) if r["selector"] == "glister")
+    assert soft["random_label"] == "adaptive-random select_every=3"
+    assert soft["vs_adaptive_random"] == pytest.approx(0.63 - 0.60)
