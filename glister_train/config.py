@@ -62,6 +62,9 @@ class SelectionConfig:
     fraction: float = 0.1
     select_every: int = 20  # epochs between selections (R)
     kappa: float = 0.0  # fraction of the epochs trained on the full data before selection starts
+    # who picks the first subset of a run that starts selecting at epoch 0: auto = at random for a fresh model,
+    # the selector for a warm-started one (model.init_from) | random | selector
+    first_subset: str = "auto"
     # GLISTER only
     greedy: str = "batched"  # naive | stochastic | batched
     block_size: int = 0  # batched: examples added per validation update; 0 = 1% of the budget
@@ -292,6 +295,7 @@ def validate(cfg: Config) -> Config:
     check(0 < s.fraction <= 1 and math.isfinite(s.fraction), "selection.fraction", s.fraction, "in (0, 1], e.g. 0.3 for 30%")
     check(s.select_every >= 1, "selection.select_every", s.select_every, "an integer >= 1 (epochs between selections)")
     check(0 <= s.kappa < 1, "selection.kappa", s.kappa, "in [0, 1) (the share of epochs trained on full data first)")
+    choice("selection.first_subset", s.first_subset, ("auto", "random", "selector"))
     choice("selection.greedy", s.greedy, GREEDY)
     choice("selection.last_layer", s.last_layer, ("full", "bias"))
     choice("selection.lookahead", s.lookahead, ("mean", "sum"))

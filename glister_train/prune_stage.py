@@ -24,7 +24,7 @@ from .errors import UsageError
 from .evaluate import evaluate
 from .io import atomic_write_json, new_output_folder
 from .latency import torch_latency
-from .models import conv_widths, load_model, save_model
+from .models import build, conv_widths, load_model, save_model
 from .prune import (
     SCOPES,
     TARGETS,
@@ -147,19 +147,29 @@ def statistics(args: argparse.Namespace, model: nn.Module, run: Path, splits: Sp
     return capture_pass(model, splits.train, splits.mean, splits.std, rt, args.capture_batches, seed=seed)
 
 
-def retrain(cfg: C.Config, folder: Path, splits: Splits, model: nn.Module | None, arch: dict[str, Any], epochs: int,
-            lr: float, args: argparse.Namespace, parent: dict[str, Any], log) -> dict[str, Any]:
-    """A tracked run folder that trains ``model`` (fine-tuning) or a fresh ``arch`` (from scratch)."""
-    selection = {"selector": args.selector, "fraction": 1.0 if args.selector == "full" else args.fraction, "kappa": 0.0}
+def retrain(cfg: C.Config, folder: Path, splits: Splits, model: nn.Module, arch: dict[str, Any], epochs: int,
+            lr: float, args: argparse.Namespace, parent: dict[str, Any], log) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``model`` (pruned, or freshly initialized) in the tracked run folder ``folder``; returns the trained
+    model and the run's summary.
+
+    The model goes to ``<folder>-start.pt`` beside the folder and the run starts from it through
+    ``model.init_from``, so the folder's ``config.yaml`` describes the run fully and ``--resume`` continues it."""
+    start = folder.parent / f"{folder.name}-start.pt"
+    save_model(start, model, arch)
+    selection = {"selector": args.selector, "fraction": 1.0 if args.selector == "full" else args.fraction,
+                 "kappa": 0.0, "first_subset": "random"}
     ft = C.validate(C.merge(cfg, {
+        "model": {"init_from": str(start.resolve()), "freeze": ""},
         "train": {"epochs": epochs, "lr": lr, "capture_epochs": 0}, "selection": selection,
         "run": {"out": str(folder), "run_name": f"{folder.parent.name}-{folder.name}"},
     }, "prune"))
     log(f"{folder.name}: {epochs} epochs at lr {lr:g}, selector {ft.selection.selector} "
         f"fraction {ft.selection.fraction:g} -> {folder}")
     # a freshly pruned model is at 10-25% accuracy: its scores say little about the data, so the
-    # first subset is random and the selector takes over from the next selection
-    return train_run(ft, folder, log=log, splits=splits, model=model, arch=arch, parent=parent, random_start=True)
+    # first subset is random (first_subset) and the selector takes over from the next selection
+    summary = train_run(ft, folder, log=log, splits=splits, parent=parent)
+    trained, _ = load_model(folder / "model.pt")
+    return trained, summary
 
 
 def prune_main(argv: Sequence[str]) -> int:
@@ -194,7 +204,7 @@ def prune_main(argv: Sequence[str]) -> int:
         if step > 1:  # the network changed: rank it again
             start = time.perf_counter()
             capture = statistics(args, model.cpu(), run, splits, rt, cfg.run.seed + step, fresh=True, log=log)
-            importance.scores = filter_scores(capture, args.criterion)
+            importance = CapturedImportance(model, filter_scores(capture, args.criterion))  # the fine-tuned model's modules
             times["capture"] += time.perf_counter() - start
         start = time.perf_counter()
         model = model.cpu().to(memory_format=torch.contiguous_format)
@@ -213,17 +223,17 @@ def prune_main(argv: Sequence[str]) -> int:
         if args.finetune_epochs and not args.scratch:
             folder = out / ("finetune" if args.steps == 1 else f"finetune-{step}")
             start = time.perf_counter()
-            retrained = retrain(cfg, folder, splits, model, new_arch, args.finetune_epochs, finetune_lr, args,
-                                {**parent, "step": step}, log)
+            model, retrained = retrain(cfg, folder, splits, model.cpu(), new_arch, args.finetune_epochs, finetune_lr,
+                                       args, {**parent, "step": step}, log)
             times["retrain"] += time.perf_counter() - start
     final_arch = pruned_arch(model, arch)
     if args.scratch:
         folder = out / "scratch"
         start = time.perf_counter()
-        retrained = retrain(cfg, folder, splits, None, final_arch, args.finetune_epochs, cfg.train.lr, args,
-                            {**parent, "reinitialized": True}, log)
+        torch.manual_seed(cfg.run.seed)
+        model, retrained = retrain(cfg, folder, splits, build(final_arch), final_arch, args.finetune_epochs, cfg.train.lr,
+                                   args, {**parent, "reinitialized": True}, log)
         times["retrain"] += time.perf_counter() - start
-        model, _ = load_model(folder / "model.pt")
     if retrained is not None:
         rows.append(measure("trained from scratch" if args.scratch else "after fine-tuning", model, splits, rt, bs))
     save_model(out / "model.pt", model, final_arch)

@@ -13,8 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from . import distributed, runlock
 from .config import Config, diff, flatten, load_file, to_yaml
 from .data import Splits, load_splits
@@ -86,12 +84,10 @@ def check_checkpoint_config(state: dict[str, Any], cfg: Config, path: Path) -> N
 
 
 def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[str], None] = print, *,
-              splits: Splits | None = None, model: nn.Module | None = None, arch: dict[str, Any] | None = None,
-              parent: dict[str, Any] | None = None, random_start: bool | None = None) -> dict[str, Any]:
-    """Load the data, train, and write the run folder; raises on bad input before anything is written.
-
-    ``model``/``arch``/``random_start`` as for :func:`fit` (fine-tuning a pruned model, say); ``parent`` describes where
-    that model came from: it goes to ``summary.json`` and to the tracker as ``parent.*`` parameters.
+              splits: Splits | None = None, parent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load the data (unless ``splits`` are given), train, and write the run folder; raises on bad input before
+    anything is written. ``parent`` describes where a warm start's model came from (a pruning, say): it goes to
+    ``summary.json`` and to the tracker as ``parent.*`` parameters.
 
     Under torchrun, rank 0 does all of this; the other ranks train beside it with the checkpoint it
     read (the run folder may exist on rank 0's machine only) and write nothing.
@@ -99,8 +95,7 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     if not distributed.is_main():
         splits = splits or load_splits(cfg.data)
         checkpoint = distributed.broadcast(None)
-        state = setup(cfg, splits, checkpoint=checkpoint, model=model, arch=arch, random_start=random_start,
-                      log=lambda _: None)
+        state = setup(cfg, splits, checkpoint=checkpoint, log=lambda _: None)
         totals = fit(state, run_dir=run_dir, tracker=FanOut([]), log=lambda _: None)
         return {**totals, "status": "completed", "rank": distributed.rank()}
     continuing = check_run_dir(run_dir, cfg, resume)
@@ -113,8 +108,7 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
     checkpoint = distributed.broadcast(checkpoint)
     # the model, a warm start's parent, the stage to freeze, the device and the checkpoint's fit are all
     # checked here, before the folder is written
-    state = setup(cfg, splits, checkpoint=checkpoint, checkpoint_path=run_dir / CHECKPOINT, model=model, arch=arch,
-                  random_start=random_start, log=log)
+    state = setup(cfg, splits, checkpoint=checkpoint, checkpoint_path=run_dir / CHECKPOINT, log=log)
     run_dir.mkdir(parents=True, exist_ok=True)
     runlock.acquire(run_dir)
     remove_stale_temporaries(run_dir)  # a kill mid-write leaves them; SageMaker would sync them to S3

@@ -98,27 +98,24 @@ class Training:
 
 
 def setup(cfg: Config, splits: Splits, *, checkpoint: dict | None = None, checkpoint_path: Path | None = None,
-          model: nn.Module | None = None, arch: dict[str, Any] | None = None, random_start: bool | None = None,
           log: Callable[[str], None] = print) -> Training:
     """Model, optimizer, schedule and loader as ``cfg`` says, restored from ``checkpoint`` if given.
 
+    Everything comes from the config, so a run folder's ``config.yaml`` describes its run fully and
+    ``--resume`` rebuilds it: a model to continue training (a pruned one, say) is ``model.init_from``.
     Every check that can fail (the device, the parent model of a warm start, the stage to freeze, a
-    checkpoint that does not fit) fails here, before a run folder is written. ``model``: a trained model
-    to continue training (fine-tuning; its first subset is then selected by the selector, not at
-    random), with its ``arch``; ``arch`` alone: a fresh model of that architecture. ``model.init_from``
-    in the config does the same from a file (see :mod:`warmstart`). ``random_start``: whether the first
-    subset is random (default: only for a model that has not been trained).
+    checkpoint that does not fit) fails here, before a run folder is written.
     """
     rt = resolve_runtime(cfg.runtime)
     torch.manual_seed(cfg.run.seed)
-    arch = arch or model_arch(cfg, splits)
+    arch = model_arch(cfg, splits)
     parent_arch, parent_state = warmstart.read_parent(cfg.model.init_from) if cfg.model.init_from else (None, None)
-    if parent_arch is not None and model is None:
+    if parent_arch is not None:
         arch = warmstart.inherited_arch(parent_arch, arch)
         log(f"init: architecture from {cfg.model.init_from}: {warmstart.describe_arch(arch)}")
-    if random_start is None:
-        random_start = model is None and not cfg.model.init_from
-    model = model or build(arch)
+    first = cfg.selection.first_subset
+    random_start = first == "random" or (first == "auto" and not cfg.model.init_from)
+    model = build(arch)
     frozen = warmstart.prepare(model, parent_state if checkpoint is None else None, cfg.model.init_from, cfg.model.freeze,
                                log)
     model = model.to(rt.device, memory_format=rt.memory_format)

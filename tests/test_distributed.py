@@ -194,6 +194,18 @@ def test_init_from_inherits_a_pruned_architecture(npz_dir: Path, tmp_path: Path)
     assert weights(tmp_path / "child")["layer1.0.conv1.weight"].shape[0] == 2
 
 
+@pytest.mark.parametrize("first_subset, selector", [("auto", "glister"), ("selector", "glister"), ("random", "random")])
+def test_first_subset_of_a_warm_start(npz_dir: Path, tmp_path: Path, first_subset: str, selector: str):
+    """A warm-started model's first subset is the selector's by default; ``first_subset: random`` (prune
+    fine-tuning: a freshly pruned model's scores say little) makes it random."""
+    parent = parent_run(npz_dir, tmp_path)
+    cfg = tiny_config(npz_dir, model={"init_from": str(parent)}, train={"epochs": 1},
+                      selection={"selector": "glister", "fraction": 0.5, "first_subset": first_subset})
+    lines: list[str] = []
+    train_run(cfg, tmp_path / "child", log=lines.append)
+    assert f"selection epoch=1 selector={selector} " in "\n".join(lines)
+
+
 def test_init_from_errors_name_the_problem(npz_dir: Path, tmp_path: Path):
     model = ResNet18(num_classes=4, width=4)
     state = model.state_dict()

@@ -303,6 +303,46 @@ def test_iterative_pruning_from_the_command_line(npz_dir: Path, tmp_path: Path):
     assert conv_widths(load_model(out / "finetune-1" / "model.pt")[0]) == {"conv1": 3, "conv2": 6}
 
 
+def test_an_interrupted_fine_tune_resumes_from_its_own_folder(npz_dir: Path, tmp_path: Path):
+    """The fine-tune folder describes its run fully (the pruned model through model.init_from), so
+    ``--resume --out OUT/finetune`` rebuilds the pruned widths and ends where an uninterrupted prune ends."""
+    from glister_train import train as train_module
+
+    run = tmp_path / "run"
+    train_run(tiny_config(npz_dir, train={"epochs": 1}), run, log=quiet)
+    argv = ["prune", "--run", str(run), "--criterion", "l1", "--amount", "0.5", "--finetune-epochs", "3",
+            "--selector", "glister", "--fraction", "0.5"]
+    assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
+
+    real, calls = train_module.train_epoch, {"n": 0}
+
+    def stop_in_epoch_2(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    train_module.train_epoch = stop_in_epoch_2
+    try:
+        try:
+            main(argv + ["--out", str(tmp_path / "cut")])
+        except KeyboardInterrupt:
+            pass
+    finally:
+        train_module.train_epoch = real
+    folder = tmp_path / "cut" / "finetune"
+    assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"
+    assert not (tmp_path / "cut" / "prune_report.json").exists()
+
+    assert main(["--resume", "--out", str(folder)]) == 0
+    assert json.loads((folder / "summary.json").read_text())["status"] == "completed"
+    resumed, arch = load_model(folder / "model.pt")
+    whole, _ = load_model(tmp_path / "whole" / "finetune" / "model.pt")
+    assert arch["channels"] == {"conv1": 2, "conv2": 4}
+    for name, tensor in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
 @pytest.mark.parametrize("args, message", [
     (["--run", "{tmp}/nothing"], "no model.pt there"),
     (["--run", "{run}", "--amount", "1.5"], "--amount 1.5"),
