@@ -46,7 +46,7 @@ def train_parser() -> argparse.ArgumentParser:
         description="Train on adaptively selected subsets of the data. Config resolution, later wins: "
                     "configs/base.yaml, --preset, --config, the flags below, --set.",
         epilog=f"presets: {', '.join(C.preset_names())}. "
-               "Other commands: report, prune, compile (python -m glister_train COMMAND --help).",
+               "Other commands: sweep, report, prune, compile (python -m glister_train COMMAND --help).",
     )
     p.add_argument("--preset", default="", help="a file in configs/ by name, e.g. smoke or cpu-proxy")
     p.add_argument("--config", metavar="FILE", help="a YAML file of overrides (same shape as configs/base.yaml)")
@@ -95,8 +95,9 @@ def dotted_assignments(extra: Sequence[str]) -> list[str]:
 
 
 def train_main(argv: Sequence[str]) -> int:
-    from . import distributed, sagemaker_job
+    from . import distributed
     from .run import default_run_dir, train_run
+    from .sagemaker import job as sagemaker_job
 
     job = sagemaker_job.in_training_job()
     if job:
@@ -168,7 +169,14 @@ def compile_command(argv: Sequence[str]) -> int:
     return compile_main(list(argv))
 
 
-COMMANDS = {"train": train_main, "report": report_command, "prune": prune_command, "compile": compile_command}
+def sweep_command(argv: Sequence[str]) -> int:
+    from .sweep import main as sweep_main
+
+    return sweep_main(list(argv))
+
+
+COMMANDS = {"train": train_main, "report": report_command, "prune": prune_command, "compile": compile_command,
+            "sweep": sweep_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -244,7 +244,7 @@ def configs_dir() -> Path:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in configs_dir().glob("*.yaml") if p.stem != "base" and not p.stem.startswith("sweep"))
+    return sorted(p.stem for p in configs_dir().glob("*.yaml") if p.stem != "base")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

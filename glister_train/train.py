@@ -29,6 +29,7 @@ from .errors import CheckpointError, ConfigError, NonFiniteSelection, TrainingDi
 from .evaluate import evaluate
 from .io import atomic_torch_save
 from .loader import AdaptiveSubsetLoader
+from .loglines import epoch_line, selection_line
 from .models import build, save_model
 from .progress import Progress, bar_enabled
 from .runtime import Runtime, resolve_runtime
@@ -289,31 +290,6 @@ def update_totals(totals: dict[str, Any], metrics: dict[str, Any], train_time: f
             totals[f"final_{split}_acc"] = acc
             best = totals[f"best_{split}_acc"]
             totals[f"best_{split}_acc"] = acc if best is None else max(best, acc)
-
-
-EPOCH_LINE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_time", "select_time",
-                   "subset_size")
-
-
-def epoch_line(epoch: int, metrics: dict[str, Any]) -> str:
-    """``epoch=3 train_loss=0.9100 ...``: one plain line per epoch, for humans and SageMaker metric regexes."""
-    parts = [f"epoch={epoch}"]
-    for key in EPOCH_LINE_KEYS:
-        if key in metrics:
-            value = metrics[key]
-            parts.append(f"{key}={value}" if isinstance(value, int) else f"{key}={value:.4f}")
-    return " ".join(parts)
-
-
-def selection_line(epoch: int, stats: dict[str, Any]) -> str:
-    """``selection epoch=3 selector=glister select_time=... select_objective=...``: one line per selection."""
-    parts = [f"selection epoch={epoch} selector={stats.get('selector', '?')}"]
-    for key, value in stats.items():
-        if key.startswith("select_") and isinstance(value, float):
-            parts.append(f"{key}={value:.4f}")
-    if "select_class_hist" in stats:
-        parts.append("classes=" + ",".join(map(str, stats["select_class_hist"])))
-    return " ".join(parts)
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -13,8 +13,8 @@ def resolve(*argv: str) -> C.Config:
     return resolve_config(train_parser().parse_args(list(argv)))
 
 
-CONFIG_FILES = sorted(p for p in C.configs_dir().glob("*.yaml") if not p.name.startswith("sweep"))
-SWEEP_FILES = sorted(C.configs_dir().glob("sweep*.yaml"))
+CONFIG_FILES = sorted(C.configs_dir().glob("*.yaml"))
+SWEEP_FILES = sorted((C.configs_dir() / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
@@ -24,9 +24,8 @@ def test_every_config_file_loads_and_validates(path: Path):
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_every_sweep_point_resolves_to_a_valid_config(path: Path):
-    from .conftest import load_script
+    from glister_train import sweep
 
-    sweep = load_script("sweep")
     todo, grid = sweep.points(path)
     assert todo
     for point in todo:

@@ -17,7 +17,7 @@ from glister_train.cli import main
 from glister_train.errors import ConfigError
 from glister_train.models import ResNet18, save_model
 from glister_train.run import train_run
-from glister_train.sagemaker_job import launcher_lost, warn_if_launcher_lost
+from glister_train.sagemaker.job import launcher_lost, warn_if_launcher_lost
 
 from .conftest import tiny_config
 

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import load_script, write_npz
+from .conftest import write_npz
 from .test_sagemaker_experiments import aws  # noqa: F401  (the moto server fixture)
 
 pytest.importorskip("sagemaker.train")
 
 
 def launcher():
-    return load_script("launch_sagemaker")
+    from glister_train.sagemaker import launch
+
+    return launch
 
 
 def captured_session(sent: list, operation: str = "CreateTrainingJob"):
@@ -86,7 +88,9 @@ def test_spot_without_max_wait_is_refused():
 
 
 def sweep_module():
-    return load_script("sweep")
+    from glister_train import sweep
+
+    return sweep
 
 
 TUNE = {

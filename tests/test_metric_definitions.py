@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from glister_train.metric_definitions import metric_definitions
+from glister_train.loglines import metric_definitions
 
 
 def test_regexes_capture_the_printed_values(npz_dir: Path, tmp_path: Path):

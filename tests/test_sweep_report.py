@@ -9,11 +9,11 @@ import pytest
 
 from glister_train.cli import main as cli_main
 
-from .conftest import load_script
-
 
 def sweep_module():
-    return load_script("sweep")
+    from glister_train import sweep
+
+    return sweep
 
 
 def grid_file(tmp_path: Path, npz_dir: Path) -> Path:

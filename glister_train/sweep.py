@@ -1,0 +1,285 @@
+"""Run a grid of training runs locally: selector x fraction x seed x any config key.
+
+    python -m glister_train sweep configs/sweeps/fractions.yaml --out runs/fractions --data-dir data
+
+Each point is its own process (``python -m glister_train ...``), ``--jobs`` at a time with the cores split
+between them (so threads are never oversubscribed). A point whose run folder says ``completed`` is
+skipped, one with a checkpoint is resumed: a killed sweep continues where it stopped when run again.
+One summary line per finished run; ``sweep.json`` in the output folder lists every point and its status.
+
+The grid file (YAML):
+
+    preset: cpu-proxy            # applied to every point
+    set: {data.dataset: cifar10} # fixed config keys for every point
+    grid:                        # the product of these; keys are flags (selector, fraction, select_every,
+      selector: [full, adaptive-random, glister]    #  seed, epochs, kappa, lr) or dotted config keys
+      fraction: [0.1, 0.3, 0.5]
+      seed: [0, 1]
+    points:                      # and/or explicit points, e.g. one lever at a time
+      - {selector: glister, fraction: 0.3, seed: 0, selection.per_class: false}
+
+``full`` trains on everything whatever the fraction, so it runs once per remaining combination.
+
+Each point runs ``python -m glister_train`` in the current folder, so relative paths (``--data-dir data``) mean
+what they mean here.
+
+On SageMaker (``--sagemaker jobs``: one training job per point through :mod:`glister_train.sagemaker.launch`; or
+``--sagemaker tune``: one HyperparameterTuner job over the file's ``tune:`` section), with the launcher's
+options after ``--`` (``--role``, ``--data``, ``--instance-type``, ``--spot`` ...):
+
+    tune:
+      objective: val_acc          # a metric definition name; tuned on validation, never on test
+      max_jobs: 12
+      max_parallel_jobs: 2
+      ranges:
+        fraction: {type: continuous, min: 0.1, max: 0.5}
+        select_every: {type: integer, min: 5, max: 20}
+        selector: {type: categorical, values: [glister, adaptive-random]}
+      warm_start:                 # optional: up to 5 parent tuning jobs
+        type: TransferLearning    # or IdenticalDataAndAlgorithm
+        parents: [glister-tune-a1b2c3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FLAGS = {"selector", "fraction", "select_every", "seed", "epochs", "kappa", "lr", "width", "batch_size"}
+SHORT = {"selector": "", "fraction": "f", "seed": "s", "select_every": "r", "kappa": "k", "epochs": "e", "lr": "lr"}
+
+
+def points(grid_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The grid's product, then any explicit ``points:`` (one-at-a-time variations), without duplicates."""
+    spec = yaml.safe_load(grid_file.read_text()) or {}
+    grid = spec.get("grid") or {}
+    if not grid and not spec.get("points"):
+        raise SystemExit(f"error: {grid_file} has neither a 'grid' mapping nor a 'points' list")
+    keys = list(grid)
+    product = [dict(zip(keys, values))
+               for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys))]
+    out, seen = [], set()
+    for point in (product if grid else []) + [dict(p) for p in spec.get("points") or []]:
+        if point.get("selector") == "full" and "fraction" in point:
+            point["fraction"] = 1.0  # full ignores the fraction: one run, not one per fraction
+        key = json.dumps(point, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(point)
+    return out, spec
+
+
+def run_name(point: dict[str, Any]) -> str:
+    parts = []
+    for key, value in point.items():
+        label = SHORT.get(key, key.split(".")[-1])
+        parts.append(f"{label}{value:g}" if isinstance(value, float) else f"{label}{value}")
+    return "-".join(parts).replace("/", "_")
+
+
+def command(point: dict[str, Any], spec: dict[str, Any], run_dir: Path, threads: int, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "glister_train"]
+    if spec.get("preset"):
+        cmd += ["--preset", str(spec["preset"])]
+    for key, value in (spec.get("set") or {}).items():
+        cmd += ["--set", f"{key}={value}"]
+    for key, value in point.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)] if key in FLAGS else ["--set", f"{key}={value}"]
+    cmd += ["--set", f"runtime.threads={threads}", "--set", "run.progress=none", *extra, "--out", str(run_dir)]
+    if (run_dir / "checkpoint.pt").is_file():
+        cmd.append("--resume")
+    return cmd
+
+
+def status(run_dir: Path) -> str:
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status", "unknown")
+    except (OSError, ValueError):
+        return "new"
+
+
+def summary_line(name: str, run_dir: Path, seconds: float, rc: int) -> str:
+    try:
+        s = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return f"{name:28} exit {rc}, no summary ({seconds:.0f} s)"
+    acc = s.get("final_test_acc")
+    per_epoch = (s.get("train_time", 0) + s.get("select_time", 0)) / max(s.get("epochs_done") or 1, 1)
+    return (f"{name:28} {s['status']:10} test_acc={'n/a' if acc is None else f'{acc:.4f}'} "
+            f"epoch_time={per_epoch:.2f}s select_time={s.get('select_time', 0):.1f}s wall={seconds:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="glister-train sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("grid", type=Path, help="grid YAML file (see above)")
+    p.add_argument("--out", type=Path, required=True, help="sweep folder; one run folder per point inside")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    p.add_argument("--jobs", type=int, default=cores, help=f"runs at a time (default: {cores}, one per core)")
+    p.add_argument("--threads", type=int, help="threads per run (default: the cores divided by --jobs); two sweeps "
+                   "side by side with --jobs 1 --threads 1 each share two cores as one with --jobs 2 would")
+    p.add_argument("--data-dir", help="passed to every run")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and run nothing")
+    p.add_argument("--sagemaker", choices=["jobs", "tune"], help="run on SageMaker instead (launcher options after --)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    launcher_argv = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    args, extra = p.parse_known_args(argv)
+    if args.sagemaker:
+        todo, spec = points(args.grid)
+        names = sagemaker_jobs(todo, spec, launcher_argv) if args.sagemaker == "jobs" else [
+            sagemaker_tune(spec, launcher_argv)]
+        for name in names:
+            print(f"submitted {name}")
+        return 0
+    if args.data_dir:
+        extra += ["--data-dir", args.data_dir]
+    todo, spec = points(args.grid)
+    threads = args.threads or max(1, cores // args.jobs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    queue = []
+    for point in todo:
+        run_dir = args.out / run_name(point)
+        if status(run_dir) == "completed":
+            print(f"{run_dir.name:28} skipped: completed")
+            continue
+        queue.append((point, run_dir))
+    print(f"{len(todo)} points, {len(queue)} to run, {args.jobs} at a time with {threads} thread(s) each", flush=True)
+    if args.dry_run:
+        for point, run_dir in queue:
+            print(" ".join(command(point, spec, run_dir, threads, extra)))
+        return 0
+
+    running: list[tuple[subprocess.Popen, str, Path, float]] = []
+    failed = 0
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            point, run_dir = queue.pop(0)
+            if not (run_dir / "checkpoint.pt").is_file() and run_dir.exists():
+                shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to resume, start over
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir / "stdout.log", "a")
+            proc = subprocess.Popen(command(point, spec, run_dir, threads, extra), stdout=log,
+                                    stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            running.append((proc, run_dir.name, run_dir, time.perf_counter()))
+        time.sleep(1)
+        for item in list(running):
+            proc, name, run_dir, start = item
+            if proc.poll() is not None:
+                running.remove(item)
+                failed += proc.returncode != 0
+                print(summary_line(name, run_dir, time.perf_counter() - start, proc.returncode), flush=True)
+    listing = [{"point": pt, "run_dir": str(args.out / run_name(pt)), "status": status(args.out / run_name(pt))}
+               for pt in todo]
+    (args.out / "sweep.json").write_text(json.dumps(listing, indent=2) + "\n")
+    print(f"done: {sum(x['status'] == 'completed' for x in listing)} of {len(listing)} completed; {failed} failed")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- SageMaker
+
+
+def _launcher_args(point: dict[str, Any], spec: dict[str, Any], launcher_argv: list[str]):
+    from .sagemaker import launch
+
+    argv = list(launcher_argv)
+    if spec.get("preset"):
+        argv += ["--preset", str(spec["preset"])]
+    for key, value in (spec.get("set") or {}).items():
+        argv += ["--hp", f"{key}={value}"]
+    for key, value in point.items():
+        if key in ("selector", "fraction", "seed", "epochs", "select_every"):
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        else:
+            argv += ["--hp", f"{key}={value}"]
+    return launch, launch.parser().parse_args(argv)
+
+
+def _session():
+    from sagemaker.core.helper.session_helper import Session
+
+    from glister_train.tracking.sagemaker import SDK_CONFIG
+
+    return Session(sagemaker_config=SDK_CONFIG)
+
+
+def sagemaker_jobs(todo: list[dict[str, Any]], spec: dict[str, Any], launcher_argv: list[str], session=None) -> list[str]:
+    """One training job per grid point; returns the job names."""
+    session = session or _session()
+    names = []
+    for point in todo:
+        launch, args = _launcher_args(point, spec, launcher_argv)
+        job_spec = launch.job_spec(args, args.region or session.boto_region_name)
+        trainer = launch.submit(job_spec, session, args.upload_data)
+        names.append(trainer._latest_training_job.training_job_name if trainer._latest_training_job else "?")
+    return names
+
+
+def sagemaker_tune(spec: dict[str, Any], launcher_argv: list[str], session=None) -> str:
+    """A HyperparameterTuner job over ``spec['tune']`` (warm start built by hand: the SDK's helper is broken)."""
+    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
+    from sagemaker.core.shapes import HyperParameterTuningJobWarmStartConfig, ParentHyperParameterTuningJob
+    from sagemaker.core.training.configs import InputData
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    from .sagemaker import launch
+
+    tune = spec.get("tune") or {}
+    if not tune.get("ranges"):
+        raise SystemExit("error: --sagemaker tune needs a 'tune: ranges:' section in the grid file")
+    session = session or _session()
+    ranges = {}
+    for key, r in tune["ranges"].items():
+        kind = r.get("type")
+        name = key.replace("_", "-") if key in FLAGS else key
+        if kind == "continuous":
+            ranges[name] = ContinuousParameter(r["min"], r["max"])
+        elif kind == "integer":
+            ranges[name] = IntegerParameter(r["min"], r["max"])
+        elif kind == "categorical":
+            ranges[name] = CategoricalParameter([str(v) for v in r["values"]])
+        else:
+            raise SystemExit(f"error: tune.ranges.{key}.type: {kind!r} is not continuous, integer or categorical")
+    warm = None
+    if tune.get("warm_start"):
+        ws = tune["warm_start"]
+        parents = list(ws.get("parents") or [])
+        if not 1 <= len(parents) <= 5:
+            raise SystemExit(f"error: tune.warm_start.parents: {len(parents)} given; SageMaker takes 1 to 5")
+        if ws.get("type") not in ("TransferLearning", "IdenticalDataAndAlgorithm"):
+            raise SystemExit(f"error: tune.warm_start.type: {ws.get('type')!r}; use TransferLearning or "
+                             "IdenticalDataAndAlgorithm")
+        warm = HyperParameterTuningJobWarmStartConfig(
+            parent_hyper_parameter_tuning_jobs=[ParentHyperParameterTuningJob(hyper_parameter_tuning_job_name=p)
+                                                for p in parents],
+            warm_start_type=ws["type"])
+    launch_mod, args = _launcher_args({}, spec, launcher_argv)
+    job_spec = launch_mod.job_spec(args, args.region or session.boto_region_name)
+    for name in ranges:  # tuned keys are not static hyperparameters
+        job_spec["hyperparameters"].pop(name, None)
+    job_name = f"glister-tune-{launch.unique_suffix()}"  # <= 32 characters; the SDK's defaults have minute granularity
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = launch.build_trainer(job_spec, launch.stage_source(Path(tmp)), session)
+        tuner = HyperparameterTuner(
+            model_trainer=trainer, objective_metric_name=tune.get("objective", "val_acc"),
+            hyperparameter_ranges=ranges, metric_definitions=job_spec["metric_definitions"],
+            objective_type=tune.get("objective_type", "Maximize"), max_jobs=int(tune.get("max_jobs", 10)),
+            max_parallel_jobs=int(tune.get("max_parallel_jobs", 2)), warm_start_config=warm)
+        channels = [InputData(channel_name=n, data_source=u) for n, u in job_spec["channels"].items()]
+        tuner.tune(inputs=channels, job_name=job_name, wait=False)
+    return job_name
+
+
+if __name__ == "__main__":
+    sys.exit(main())
