@@ -6,6 +6,11 @@ arrive aggregated, so those runs have no per-epoch curves) or from an MLflow sto
 --mlflow-experiment NAME``, with full metric histories). They are grouped by selector and fraction (``full``
 at 1.0); seeds are averaged. Epoch time is the mean of ``epoch_time`` over a run's epochs, so the selection
 epochs' extra cost is spread over the epochs it serves (a median would hide it).
+
+``--clock cpu`` measures every time (epoch times, the equal-time comparison, the time axis) in the process's
+CPU seconds (``epoch_cpu_time``) instead of wall seconds: for single-threaded runs that is the wall time each
+would take on a core of its own, unchanged by whatever else shares the machine (on this 2-core machine a test
+run beside a sweep stretched its epochs' wall time by half).
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ class RunRecord:
     config: dict[str, Any] = field(default_factory=dict)  # flattened, when the source has it
     label: str = ""  # the selector and the options that set it apart from the other runs (see label_runs)
     condition: str = ""  # the data and training setting it shares with the runs it is compared with
+    clock: str = "epoch_time"  # the per-epoch time it is measured by: epoch_time (wall) or epoch_cpu_time
 
     def curve(self) -> tuple[list[float], list[float]]:
         """(cumulative training + selection seconds, test accuracy) after each evaluated epoch."""
         times, accs, total = [], [], 0.0
         for m in self.metrics:
-            total += m["epoch_time"]
+            total += m[self.clock]
             if m.get("test_acc") is not None:
                 times.append(total)
                 accs.append(m["test_acc"])
@@ -51,11 +57,11 @@ class RunRecord:
 
 def _record(path: str, selector: str, fraction: float, seed: int, summary: dict[str, Any],
             metrics: list[dict[str, Any]], epoch_time: float | None = None,
-            config: dict[str, Any] | None = None) -> RunRecord:
+            config: dict[str, Any] | None = None, clock: str = "epoch_time") -> RunRecord:
     fraction = 1.0 if selector == "full" else float(fraction)
     if epoch_time is None:
-        epoch_time = statistics.fmean(m["epoch_time"] for m in metrics)
-    return RunRecord(path, selector, fraction, int(seed), summary, metrics, epoch_time, config or {})
+        epoch_time = statistics.fmean(m[clock] for m in metrics)
+    return RunRecord(path, selector, fraction, int(seed), summary, metrics, epoch_time, config or {}, clock=clock)
 
 
 # keys that say how a run was executed or named, not what it computed
@@ -85,8 +91,13 @@ def label_runs(runs: list[RunRecord]) -> None:
         run.label = " ".join([run.selector, *parts])
 
 
-def local_runs(paths: list[str]) -> list[RunRecord]:
-    """Completed runs in the given folders (a run folder, or a folder of run folders, at any depth)."""
+CLOCKS = {"wall": "epoch_time", "cpu": "epoch_cpu_time"}
+
+
+def local_runs(paths: list[str], clock: str = "wall") -> list[RunRecord]:
+    """Completed runs in the given folders (a run folder, or a folder of run folders, at any depth), timed by
+    ``clock`` (see the module's docs)."""
+    key = CLOCKS[clock]
     runs = []
     for root in map(Path, paths):
         if not root.exists():
@@ -98,8 +109,12 @@ def local_runs(paths: list[str]) -> list[RunRecord]:
             if summary.get("status") != "completed":
                 continue
             cfg = flatten(load_file(run_dir / "config.yaml"))
-            runs.append(_record(str(run_dir), cfg["selection.selector"], cfg["selection.fraction"],
-                                cfg["run.seed"], summary, read_metrics(run_dir), config=cfg))
+            metrics = read_metrics(run_dir)
+            if any(key not in m for m in metrics):
+                raise UsageError(f"report: {str(run_dir)!r} has no {key} (written since CPU time was recorded); "
+                                 "use --clock wall")
+            runs.append(_record(str(run_dir), cfg["selection.selector"], cfg["selection.fraction"], cfg["run.seed"],
+                                summary, metrics, statistics.fmean(m[key] for m in metrics), cfg, key))
     return runs
 
 
@@ -267,11 +282,12 @@ def against_random(groups, condition: str, fraction: float, members: list[RunRec
             "verdict_equal_time": ("-" if diff_time is None else verdict(diff_time, spread) if seeded else "1 seed")}
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
     def pct(x: float | None, signed: bool = False) -> str:
         return "-" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
 
-    lines = ["| condition | run | fraction | seeds | epoch time (s, selection incl.) | cost vs full | final test acc (%) | "
+    unit = "CPU s" if clock == "cpu" else "s"
+    lines = [f"| condition | run | fraction | seeds | epoch time ({unit}, selection incl.) | cost vs full | final test acc (%) | "
              "vs full (pts) | vs adaptive random, equal epochs (pts) | vs adaptive random, equal time (pts) | "
              "wrong labels chosen / pool (%) | selection total (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -324,7 +340,7 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
                 else:
                     xs, total = [], 0.0
                     for i in range(n):
-                        total += statistics.fmean(r.metrics[i]["epoch_time"] for r in members)
+                        total += statistics.fmean(r.metrics[i][r.clock] for r in members)
                         xs.append(total)
                 style = {"full": "-", "adaptive-random": "--", "random": ":", "glister": "-."}.get(
                     members[0].selector, "-")
@@ -363,8 +379,12 @@ def report_main(argv: list[str]) -> int:
     p.add_argument("--mlflow-experiment", default="glister-train", metavar="NAME")
     p.add_argument("--out", default="report", help="where report.md, report.json and the plots go")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="time runs by wall seconds, or by CPU seconds (single-threaded runs on a shared machine)")
     args = p.parse_args(argv)
-    runs = local_runs(args.runs)
+    if args.clock == "cpu" and (args.sagemaker_experiment or args.mlflow_uri):
+        raise UsageError("report: --clock cpu reads epoch_cpu_time from run folders; remote stores hold wall time only")
+    runs = local_runs(args.runs, args.clock)
     if args.sagemaker_experiment:
         runs += sagemaker_runs(args.sagemaker_experiment)
     if args.mlflow_uri:
@@ -375,9 +395,10 @@ def report_main(argv: list[str]) -> int:
     rows = table(runs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows)
+    text = markdown(rows, args.clock)
     atomic_write_text(out / "report.md", text)
-    atomic_write_json(out / "report.json", {"rows": rows, "runs": [r.path for r in runs], "made_by": provenance(),
+    atomic_write_json(out / "report.json", {"rows": rows, "clock": args.clock, "runs": [r.path for r in runs],
+                                            "made_by": provenance(),
                                             "run_provenance": sorted({json.dumps(r.summary.get("provenance", {}).get(
                                                 "git_commit")) for r in runs})})
     written = [] if args.no_plots else plots(runs, rows, out)

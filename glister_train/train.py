@@ -175,7 +175,7 @@ def fit(state: Training | Config, splits: Splits | None = None, run_dir: str | P
 def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log: Callable[[str], None]) -> None:
     """Re-select if due, train one pass over the subset, evaluate, log, checkpoint."""
     cfg, model, loader, opt, capture, t = state.cfg, state.model, state.loader, state.opt, state.capture, state.cfg.train
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         selection = loader.reselect_if_due(epoch, model)
     except NonFiniteSelection as exc:  # the model's features or logits are NaN: it diverged in the last epoch
@@ -192,12 +192,16 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
             capture.detach()
     state.sched.step()
     epoch_time = time.perf_counter() - start
+    # the process's CPU seconds for the same work: its wall time on a core of its own, whatever else the
+    # machine runs (single-threaded runs; with more threads it adds theirs up)
+    epoch_cpu_time = time.process_time() - cpu_start
     metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
     if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
         metrics.update(evaluate_splits(model, state.splits, state.rt, t.eval_batch_size))
         if not math.isfinite(metrics.get("val_loss", 0.0)):  # never keep a checkpoint of a broken model as good
             raise TrainingDiverged(epoch + 1, 0, metrics["val_loss"], "the validation loss")
-    metrics.update(epoch_time=epoch_time, select_time=select_time, subset_size=len(loader.selection),
+    metrics.update(epoch_time=epoch_time, epoch_cpu_time=epoch_cpu_time, select_time=select_time,
+                   subset_size=len(loader.selection),
                    lr=opt.param_groups[0]["lr"])
     if selection is not None:
         metrics.update({k: v for k, v in selection.stats.items() if k.startswith("select_") and k != "select_time"})

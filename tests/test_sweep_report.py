@@ -164,3 +164,23 @@ def test_random_baselines_best_schedule_is_chosen_on_validation_not_test():
     soft = next(r for r in table(runs) if r["selector"] == "glister")
     assert soft["random_label"] == "adaptive-random select_every=3"
     assert soft["vs_adaptive_random"] == pytest.approx(0.63 - 0.60)
+
+
+def test_cpu_clock_times_runs_by_their_cpu_seconds(npz_dir: Path, tmp_path: Path, capsys):
+    """--clock cpu: epoch times and the time axis come from epoch_cpu_time, which every epoch records."""
+    from glister_train.report import local_runs
+    from glister_train.run import train_run
+
+    from .conftest import tiny_config
+
+    run = tmp_path / "runs" / "a"
+    train_run(tiny_config(npz_dir, train={"epochs": 2}), run, log=lambda _: None)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < m["epoch_cpu_time"] for m in metrics)
+    wall, cpu = local_runs([str(tmp_path / "runs")])[0], local_runs([str(tmp_path / "runs")], "cpu")[0]
+    assert cpu.epoch_time == pytest.approx(sum(m["epoch_cpu_time"] for m in metrics) / 2)
+    assert wall.epoch_time == pytest.approx(sum(m["epoch_time"] for m in metrics) / 2)
+    assert cpu.curve()[0][-1] == pytest.approx(sum(m["epoch_cpu_time"] for m in metrics))
+    assert cli_main(["report", str(tmp_path / "runs"), "--clock", "cpu", "--no-plots", "--out", str(tmp_path / "r")]) == 0
+    assert "epoch time (CPU s, selection incl.)" in (tmp_path / "r" / "report.md").read_text()
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["clock"] == "cpu"
