@@ -158,7 +158,7 @@ def report_command(argv: Sequence[str]) -> int:
 
 
 def prune_command(argv: Sequence[str]) -> int:
-    from .prune_stage import prune_main
+    from .prune.stage import prune_main
 
     return prune_main(list(argv))
 

@@ -21,7 +21,6 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed, warmstart
-from .capture import CAPTURE_FILE, FilterStats, save_capture
 from .compile.export import require
 from .config import Config, flatten
 from .data import Splits
@@ -32,6 +31,7 @@ from .loader import AdaptiveSubsetLoader
 from .loglines import epoch_line, selection_line
 from .models import build, save_model
 from .progress import Progress, bar_enabled
+from .prune.capture import CAPTURE_FILE, FilterStats, save_capture
 from .runtime import Runtime, resolve_runtime
 from .selection import SubsetSelector, make_selector
 from .selection.glister import last_layer_parts

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from glister_train.capture import FilterStats, capture_pass, load_capture
 from glister_train.cli import main
 from glister_train.data import ImageData
 from glister_train.models import ResNet18, TinyNet, build, conv_widths, load_model, save_model
+from glister_train.prune.capture import FilterStats, capture_pass, load_capture
 from glister_train.run import train_run
 from glister_train.runtime import Runtime
 
@@ -20,7 +20,7 @@ from .conftest import tiny_config
 
 tp = pytest.importorskip("torch_pruning")
 
-from glister_train.prune import (  # noqa: E402  (needs torch-pruning)
+from glister_train.prune.ranking import (  # noqa: E402  (needs torch-pruning)
     MAX_LAYER_RATIO,
     CapturedImportance,
     count_macs_params,
@@ -290,6 +290,26 @@ def test_prune_command_end_to_end(npz_dir: Path, tmp_path: Path, capsys):
                  "--finetune-epochs", "1", "--out", str(again)]) == 0
     assert [r["stage"] for r in json.loads((again / "prune_report.json").read_text())["rows"]][-1] == "trained from scratch"
     assert conv_widths(load_model(again / "model.pt")[0]) == {"conv1": 1, "conv2": 2}
+
+
+def test_prune_is_a_plain_function(npz_dir: Path, tmp_path: Path):
+    """prune(model, arch, splits, cfg, options, out) -> (model, report): what the command wraps."""
+    from glister_train.config import load_file
+    from glister_train.data import load_splits
+    from glister_train.errors import UsageError
+    from glister_train.prune.stage import PruneOptions, prune
+
+    run = tmp_path / "run"
+    train_run(tiny_config(npz_dir, train={"epochs": 1}), run, log=quiet)
+    cfg = load_file(run / "config.yaml")
+    model, arch = load_model(run / "model.pt")
+    pruned, report = prune(model, arch, load_splits(cfg.data), cfg, PruneOptions(criterion="l1", amount=0.5),
+                           tmp_path / "out", log=quiet)
+    assert conv_widths(pruned) == report["widths_after"] == {"conv1": 2, "conv2": 4}
+    assert [r["stage"] for r in report["rows"]] == ["before pruning", "after pruning"]
+    assert json.loads((tmp_path / "out" / "prune_report.json").read_text())["options"]["criterion"] == "l1"
+    with pytest.raises(UsageError, match="--round-to 0"):
+        PruneOptions(round_to=0)
 
 
 def test_iterative_pruning_from_the_command_line(npz_dir: Path, tmp_path: Path):

@@ -9,23 +9,27 @@ folders linked to the parent run), ``prune_report.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import config as C
+from .. import config as C
+from ..data import Splits, load_splits
+from ..errors import UsageError
+from ..evaluate import evaluate
+from ..io import atomic_write_json, new_output_folder
+from ..latency import torch_latency
+from ..models import build, conv_widths, load_model, save_model
+from ..run import train_run
+from ..runtime import Runtime, resolve_runtime
 from .capture import CAPTURE_FILE, CRITERIA, FilterStats, capture_pass, load_capture, save_capture
-from .data import Splits, load_splits
-from .errors import UsageError
-from .evaluate import evaluate
-from .io import atomic_write_json, new_output_folder
-from .latency import torch_latency
-from .models import build, conv_widths, load_model, save_model
-from .prune import (
+from .ranking import (
     SCOPES,
     TARGETS,
     CapturedImportance,
@@ -39,8 +43,6 @@ from .prune import (
     step_ratios,
     torch_pruning,
 )
-from .run import train_run
-from .runtime import Runtime, resolve_runtime
 
 REPORT = "prune_report.json"
 
@@ -84,26 +86,50 @@ def prune_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_args(args: argparse.Namespace) -> tuple[Path, Path]:
-    run, out = Path(args.run), new_output_folder(args.out)
+@dataclass(frozen=True)
+class PruneOptions:
+    """What to remove and how to retrain; checked when made (the same one-line errors as the run config)."""
+
+    criterion: str = "taylor"  # taylor | l1 | apoz
+    amount: float = 0.5  # share of `target` to remove, in (0, 1)
+    target: str = "filters"  # filters | macs | params
+    scope: str = "layer"  # layer: every layer loses the same share | global: one ranking
+    steps: int = 1  # prune in this many steps, re-ranking (and fine-tuning) after each
+    round_to: int = 1  # channel counts stay multiples of this
+    bn_batches: int = 16  # training batches for BatchNorm re-estimation after each step (0: off)
+    finetune_epochs: int = 0  # epochs of fine-tuning after each step
+    finetune_lr: float = 0.0  # 0 = the run's learning rate / 10
+    scratch: bool = False  # re-initialize the pruned architecture and train it instead of fine-tuning
+    selector: str = "full"  # selector for (re)training
+    fraction: float = 0.3  # its subset share (not for full)
+    capture_batches: int = 32  # batches of the capture pass for taylor/apoz when no capture fits
+    recapture: bool = False  # capture afresh even when the run saved statistics
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, flag: str, value: Any, what: str) -> None:
+            if not ok:
+                raise UsageError(f"{flag} {value}: {what}")
+
+        need(self.criterion in CRITERIA, "--criterion", self.criterion, f"choose one of {', '.join(CRITERIA)}")
+        need(0 < self.amount < 1, "--amount", self.amount, "must be in (0, 1), e.g. 0.5 to remove half")
+        need(self.target in TARGETS, "--target", self.target, f"choose one of {', '.join(TARGETS)}")
+        need(self.scope in SCOPES, "--scope", self.scope, f"choose one of {', '.join(SCOPES)}")
+        need(self.steps >= 1, "--steps", self.steps, "must be >= 1")
+        need(self.round_to >= 1, "--round-to", self.round_to, "must be >= 1")
+        need(self.bn_batches >= 0, "--bn-batches", self.bn_batches, "must be >= 0 (0 turns the re-estimation off)")
+        need(self.finetune_epochs >= 0, "--finetune-epochs", self.finetune_epochs, "must be >= 0")
+        need(self.finetune_lr >= 0, "--finetune-lr", self.finetune_lr, "must be >= 0 (0: the run's learning rate / 10)")
+        need(self.selector in C.SELECTORS, "--selector", self.selector, f"choose one of {', '.join(C.SELECTORS)}")
+        need(0 < self.fraction <= 1, "--fraction", self.fraction, "must be in (0, 1]")
+        need(self.capture_batches >= 1, "--capture-batches", self.capture_batches, "must be >= 1")
+        if self.scratch and (self.finetune_epochs < 1 or self.steps != 1):
+            raise UsageError("--scratch trains the pruned architecture anew: it needs --finetune-epochs >= 1 and --steps 1")
+
+
+def check_run(run: Path) -> None:
     for needed in ("model.pt", "config.yaml"):
         if not (run / needed).is_file():
             raise UsageError(f"--run {str(run)!r}: no {needed} there; pass a finished run folder (or a prune output)")
-    if not 0 < args.amount < 1:
-        raise UsageError(f"--amount {args.amount}: must be in (0, 1), e.g. 0.5 to remove half")
-    if args.steps < 1:
-        raise UsageError(f"--steps {args.steps}: must be >= 1")
-    if args.round_to < 1:
-        raise UsageError(f"--round-to {args.round_to}: must be >= 1")
-    if args.finetune_epochs < 0:
-        raise UsageError(f"--finetune-epochs {args.finetune_epochs}: must be >= 0")
-    if args.scratch and (args.finetune_epochs < 1 or args.steps != 1):
-        raise UsageError("--scratch trains the pruned architecture anew: it needs --finetune-epochs >= 1 and --steps 1")
-    if args.bn_batches < 0:
-        raise UsageError(f"--bn-batches {args.bn_batches}: must be >= 0 (0 turns the re-estimation off)")
-    if args.capture_batches < 1:
-        raise UsageError(f"--capture-batches {args.capture_batches}: must be >= 1")
-    return run, out
 
 
 def run_config(args: argparse.Namespace, run: Path) -> C.Config:
@@ -130,25 +156,25 @@ def measure(stage: str, model: nn.Module, splits: Splits, rt: Runtime, batch_siz
             "test_acc": acc}
 
 
-def statistics(args: argparse.Namespace, model: nn.Module, run: Path, splits: Splits, rt: Runtime, seed: int,
+def statistics(options: PruneOptions, model: nn.Module, run: Path | None, splits: Splits, rt: Runtime, seed: int,
                fresh: bool, log) -> dict[str, Any]:
     """What the criterion ranks: weights alone for l1; the run's capture.pt if it fits, else a capture pass."""
-    if args.criterion == "l1":
+    if options.criterion == "l1":
         return FilterStats(model, source="weights").result()
-    saved = run / CAPTURE_FILE
-    if saved.is_file() and not fresh and not args.recapture:
+    saved = run / CAPTURE_FILE if run is not None else None
+    if saved is not None and saved.is_file() and not fresh and not options.recapture:
         capture = load_capture(saved)
-        fits = all(len(capture["filters"].get(conv, {}).get(args.criterion, [])) == width
+        fits = all(len(capture["filters"].get(conv, {}).get(options.criterion, [])) == width
                    for conv, width in conv_widths(model).items())
         if fits:
             log(f"statistics: {saved} ({capture['source']})")
             return capture
-    log(f"statistics: capture pass over {args.capture_batches} training batches")
-    return capture_pass(model, splits.train, splits.mean, splits.std, rt, args.capture_batches, seed=seed)
+    log(f"statistics: capture pass over {options.capture_batches} training batches")
+    return capture_pass(model, splits.train, splits.mean, splits.std, rt, options.capture_batches, seed=seed)
 
 
 def retrain(cfg: C.Config, folder: Path, splits: Splits, model: nn.Module, arch: dict[str, Any], epochs: int,
-            lr: float, args: argparse.Namespace, parent: dict[str, Any], log) -> tuple[nn.Module, dict[str, Any]]:
+            lr: float, options: PruneOptions, parent: dict[str, Any], log) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``model`` (pruned, or freshly initialized) in the tracked run folder ``folder``; returns the trained
     model and the run's summary.
 
@@ -156,7 +182,7 @@ def retrain(cfg: C.Config, folder: Path, splits: Splits, model: nn.Module, arch:
     ``model.init_from``, so the folder's ``config.yaml`` describes the run fully and ``--resume`` continues it."""
     start = folder.parent / f"{folder.name}-start.pt"
     save_model(start, model, arch)
-    selection = {"selector": args.selector, "fraction": 1.0 if args.selector == "full" else args.fraction,
+    selection = {"selector": options.selector, "fraction": 1.0 if options.selector == "full" else options.fraction,
                  "kappa": 0.0, "first_subset": "random"}
     ft = C.validate(C.merge(cfg, {
         "model": {"init_from": str(start.resolve()), "freeze": ""},
@@ -172,85 +198,101 @@ def retrain(cfg: C.Config, folder: Path, splits: Splits, model: nn.Module, arch:
     return trained, summary
 
 
-def prune_main(argv: Sequence[str]) -> int:
-    args = prune_parser().parse_args(list(argv))
-    run, out = check_args(args)
-    torch_pruning()  # a missing extra fails before any work
-    cfg = run_config(args, run)
-    model, arch = load_model(run / "model.pt")  # a bad model file fails before the data is read
-    splits = load_splits(cfg.data)
+def prune(model: nn.Module, arch: dict[str, Any], splits: Splits, cfg: C.Config, options: PruneOptions, out: Path, *,
+          run: Path | None = None, log=print) -> tuple[nn.Module, dict[str, Any]]:
+    """Prune ``model`` (of architecture ``arch``, trained under ``cfg``) as ``options`` say, retraining in run folders
+    under ``out``; returns the final model and the report (also written to ``out/prune_report.json``, last).
+
+    ``run``: the run folder the model came from, whose ``capture.pt`` is used when it fits."""
     rt = resolve_runtime(cfg.runtime)
     bs = cfg.train.eval_batch_size
-    log = lambda line: print(line, flush=True)  # noqa: E731
     out.mkdir(parents=True, exist_ok=True)
     times = {"capture": 0.0, "prune": 0.0, "retrain": 0.0}
     rows = [measure("before pruning", model, splits, rt, bs)]
     widths_before = conv_widths(model)
-    parent = {"run": str(run), "model": str(run / "model.pt"), "criterion": args.criterion, "amount": args.amount,
-              "target": args.target, "scope": args.scope}
+    parent = {"run": str(run), "model": str(run / "model.pt") if run else None, "criterion": options.criterion,
+              "amount": options.amount, "target": options.target, "scope": options.scope}
 
     model = model.cpu().to(memory_format=torch.contiguous_format)
     start = time.perf_counter()
-    capture = statistics(args, model, run, splits, rt, cfg.run.seed, fresh=False, log=log)
+    capture = statistics(options, model, run, splits, rt, cfg.run.seed, fresh=False, log=log)
     times["capture"] += time.perf_counter() - start
     save_capture(out / CAPTURE_FILE, capture)
-    importance = CapturedImportance(model, filter_scores(capture, args.criterion))
+    importance = CapturedImportance(model, filter_scores(capture, options.criterion))
     start = time.perf_counter()
-    ratio = ratio_for(model, importance, args.target, args.amount, args.scope, args.round_to)
+    ratio = ratio_for(model, importance, options.target, options.amount, options.scope, options.round_to)
     times["prune"] += time.perf_counter() - start
-    finetune_lr = args.finetune_lr or cfg.train.lr / 10
+    finetune_lr = options.finetune_lr or cfg.train.lr / 10
     retrained = None
-    for step, step_ratio in enumerate(step_ratios(ratio, args.steps), start=1):
+    for step, step_ratio in enumerate(step_ratios(ratio, options.steps), start=1):
         if step > 1:  # the network changed: rank it again
             start = time.perf_counter()
-            capture = statistics(args, model.cpu(), run, splits, rt, cfg.run.seed + step, fresh=True, log=log)
-            importance = CapturedImportance(model, filter_scores(capture, args.criterion))  # the fine-tuned model's modules
+            capture = statistics(options, model.cpu(), run, splits, rt, cfg.run.seed + step, fresh=True, log=log)
+            importance = CapturedImportance(model, filter_scores(capture, options.criterion))  # the new model's modules
             times["capture"] += time.perf_counter() - start
         start = time.perf_counter()
         model = model.cpu().to(memory_format=torch.contiguous_format)
-        prune_once(model, importance, step_ratio, args.scope, args.round_to)
+        prune_once(model, importance, step_ratio, options.scope, options.round_to)
         times["prune"] += time.perf_counter() - start
         new_arch = pruned_arch(model, arch)
-        log(f"step {step}/{args.steps}: {filter_count(model)} of {sum(widths_before.values())} filters kept "
-            f"(channel ratio {ratio:.3f}, {args.scope} ranking by {args.criterion})")
-        if step == args.steps:
+        log(f"step {step}/{options.steps}: {filter_count(model)} of {sum(widths_before.values())} filters kept "
+            f"(channel ratio {ratio:.3f}, {options.scope} ranking by {options.criterion})")
+        if step == options.steps:
             save_model(out / "pruned.pt", model, new_arch)
             rows.append(measure("after pruning", model, splits, rt, bs))
         model = model.to(rt.device, memory_format=rt.memory_format)
-        if reestimate_batchnorm(model, splits.train, splits.mean, splits.std, rt, args.bn_batches,
-                                seed=cfg.run.seed + step) and step == args.steps:
+        if reestimate_batchnorm(model, splits.train, splits.mean, splits.std, rt, options.bn_batches,
+                                seed=cfg.run.seed + step) and step == options.steps:
             rows.append(measure("after BN re-estimation", model, splits, rt, bs))
-        if args.finetune_epochs and not args.scratch:
-            folder = out / ("finetune" if args.steps == 1 else f"finetune-{step}")
+        if options.finetune_epochs and not options.scratch:
+            folder = out / ("finetune" if options.steps == 1 else f"finetune-{step}")
             start = time.perf_counter()
-            model, retrained = retrain(cfg, folder, splits, model.cpu(), new_arch, args.finetune_epochs, finetune_lr,
-                                       args, {**parent, "step": step}, log)
+            model, retrained = retrain(cfg, folder, splits, model.cpu(), new_arch, options.finetune_epochs, finetune_lr,
+                                       options, {**parent, "step": step}, log)
             times["retrain"] += time.perf_counter() - start
     final_arch = pruned_arch(model, arch)
-    if args.scratch:
+    if options.scratch:
         folder = out / "scratch"
         start = time.perf_counter()
         torch.manual_seed(cfg.run.seed)
-        model, retrained = retrain(cfg, folder, splits, build(final_arch), final_arch, args.finetune_epochs, cfg.train.lr,
-                                   args, {**parent, "reinitialized": True}, log)
+        model, retrained = retrain(cfg, folder, splits, build(final_arch), final_arch, options.finetune_epochs,
+                                   cfg.train.lr, options, {**parent, "reinitialized": True}, log)
         times["retrain"] += time.perf_counter() - start
     if retrained is not None:
-        rows.append(measure("trained from scratch" if args.scratch else "after fine-tuning", model, splits, rt, bs))
+        rows.append(measure("trained from scratch" if options.scratch else "after fine-tuning", model, splits, rt, bs))
     save_model(out / "model.pt", model, final_arch)
 
     report = {
-        "parent_run": str(run), "criterion": args.criterion, "amount": args.amount, "target": args.target,
-        "scope": args.scope, "steps": args.steps, "channel_ratio": ratio, "round_to": args.round_to,
-        "bn_batches": args.bn_batches,
+        "parent_run": str(run), "criterion": options.criterion, "amount": options.amount, "target": options.target,
+        "scope": options.scope, "steps": options.steps, "channel_ratio": ratio, "round_to": options.round_to,
+        "bn_batches": options.bn_batches, "options": dataclasses.asdict(options),
         "statistics": capture["source"], "runtime": rt.describe(), "model": str(out / "model.pt"),
         "retrain": None if retrained is None else {
-            "mode": "scratch" if args.scratch else "finetune", "epochs": args.finetune_epochs,
-            "lr": cfg.train.lr if args.scratch else finetune_lr, "selector": args.selector,
-            "fraction": 1.0 if args.selector == "full" else args.fraction, "run_dir": retrained["run_dir"]},
+            "mode": "scratch" if options.scratch else "finetune", "epochs": options.finetune_epochs,
+            "lr": cfg.train.lr if options.scratch else finetune_lr, "selector": options.selector,
+            "fraction": 1.0 if options.selector == "full" else options.fraction, "run_dir": retrained["run_dir"]},
         "times": times, "rows": rows, "widths_before": widths_before, "widths_after": conv_widths(model),
     }
     atomic_write_json(out / REPORT, report)
-    print(table(rows))
+    return model, report
+
+
+OPTION_FLAGS = [f.name for f in dataclasses.fields(PruneOptions)]
+
+
+def prune_main(argv: Sequence[str]) -> int:
+    """The ``prune`` command: read the run, check everything, then :func:`prune`."""
+    args = prune_parser().parse_args(list(argv))
+    options = PruneOptions(**{name: getattr(args, name) for name in OPTION_FLAGS})
+    run = Path(args.run)
+    check_run(run)
+    out = new_output_folder(args.out)
+    torch_pruning()  # a missing extra fails before any work
+    cfg = run_config(args, run)
+    model, arch = load_model(run / "model.pt")  # a bad model file fails before the data is read
+    splits = load_splits(cfg.data)
+    _, report = prune(model, arch, splits, cfg, options, out, run=run, log=lambda line: print(line, flush=True))
+    print(table(report["rows"]))
     print(f"model: {out / 'model.pt'}\nreport: {out / REPORT}")
     return 0
 

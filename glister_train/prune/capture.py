@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import ImageData, normalize
-from .io import atomic_torch_save
-from .runtime import Runtime
+from ..data import ImageData, normalize
+from ..io import atomic_torch_save
+from ..runtime import Runtime
 
 CAPTURE_FILE = "capture.pt"
 CRITERIA = ("taylor", "l1", "apoz")

@@ -3,7 +3,7 @@
 torch-pruning's dependency graph finds the layers coupled to a filter (the next conv's input
 channels, the BatchNorm, and along a residual stream every conv and shortcut that writes to it),
 so removing a channel keeps the network consistent. Our per-filter scores
-(:mod:`glister_train.capture`) are its importance: a group's score per channel is the mean over the
+(:mod:`glister_train.prune.capture`) are its importance: a group's score per channel is the mean over the
 group's convs of their scores, so a residual-stream channel is judged by every layer writing it.
 
 Criteria (higher = keep): ``taylor`` and ``l1`` L2-normalized within each layer (Molchanov et al.),
@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import ImageData, normalize
+from ..errors import UsageError
+from ..models import conv_widths
+from ..runtime import Runtime
 from .capture import CRITERIA
-from .data import ImageData, normalize
-from .errors import UsageError
-from .models import conv_widths
-from .runtime import Runtime
 
 TARGETS = ("filters", "macs", "params")  # what --amount is a share of
 SCOPES = ("global", "layer")
