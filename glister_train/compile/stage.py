@@ -8,10 +8,12 @@ eager rows). ``compile_report.json`` is written last: an output folder without i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,7 @@ def backends_to_run(requested: Sequence[str], neo_target: str | None) -> tuple[l
     return list(dict.fromkeys(names)), skipped
 
 
-def data_config(path: Path, data_dir: str | None, test_limit: int) -> C.DataConfig:
+def data_config(path: Path, data_dir: str | None) -> C.DataConfig:
     """The data the model was trained on: its run's config.yaml (a prune output points to its parent run)."""
     folder = path.parent
     config = folder / "config.yaml"
@@ -108,7 +110,7 @@ def data_config(path: Path, data_dir: str | None, test_limit: int) -> C.DataConf
         data = C.DataConfig(dataset="auto")
     else:
         raise UsageError(f"no config.yaml beside {str(path)!r} to find its dataset; pass --data-dir DIR")
-    overrides: dict[str, Any] = {"test_limit": test_limit}
+    overrides: dict[str, Any] = {}
     if data_dir:
         overrides["data_dir"] = data_dir
     return C.validate(C.merge(C.Config(data=data), {"data": overrides}, "compile options")).data
@@ -168,35 +170,64 @@ def eager_rows(model: nn.Module, threads: int, x: np.ndarray, y: np.ndarray,
     return rows, reference
 
 
-def compile_main(argv: Sequence[str]) -> int:
-    args = compile_parser().parse_args(list(argv))
-    path = model_path(args.model)
-    out = new_output_folder(args.out)
-    if args.neo:
-        neo.check_target(args.neo)
-        if not args.neo_role or not args.neo_bucket:
-            raise UsageError("--neo needs --neo-role ARN (or SAGEMAKER_ROLE) and --neo-bucket NAME")
-    names, skipped = backends_to_run(args.backend, args.neo)
-    for name in names:  # a missing package fails before any work
-        if importlib.util.find_spec(PACKAGES[name]) is None:
-            extra = "tvm" if name == "tvm" else "compile"
-            raise UsageError(f"backend {name} needs the {PACKAGES[name]} package: pip install 'glister-train[{extra}]'")
-    threads = args.threads or available_cores()
+@dataclass(frozen=True)
+class CompileOptions:
+    """Which backends, and how to build, verify and time them; checked when made."""
+
+    backends: tuple[str, ...] = ("onnxruntime",)  # names from BACKENDS, or "all" (those installed)
+    target: str = "llvm"  # tvm: llvm (this CPU) | aarch64 (cross-compiled, not run)
+    precision: str = "auto"  # openvino inference precision
+    test_limit: int = 0  # verify on the first N test images (0 = all)
+    calibration_images: int = 512  # training images for int8 calibration
+    threads: int = 0  # CPU threads for every backend (0 = all cores)
+    neo: str = ""  # submit a SageMaker Neo compilation job for this target device
+    neo_role: str = ""
+    neo_bucket: str = ""
+    neo_prefix: str = "glister-train/neo"
+    neo_framework_version: str = ""
+    neo_wait: bool = False
+
+    def __post_init__(self) -> None:
+        if self.target not in TVM_TARGETS:
+            raise UsageError(f"--target {self.target}: choose one of {', '.join(TVM_TARGETS)}")
+        if self.precision not in C.PRECISIONS:
+            raise UsageError(f"--precision {self.precision}: choose one of {', '.join(C.PRECISIONS)}")
+        for flag, value in (("--test-limit", self.test_limit), ("--calibration-images", self.calibration_images),
+                            ("--threads", self.threads)):
+            if value < 0:
+                raise UsageError(f"{flag} {value}: must be >= 0")
+        if self.neo:
+            neo.check_target(self.neo)
+            if not self.neo_role or not self.neo_bucket:
+                raise UsageError("--neo needs --neo-role ARN (or SAGEMAKER_ROLE) and --neo-bucket NAME")
+        names, _ = backends_to_run(self.backends, self.neo)
+        for name in names:  # a missing package fails before any work
+            if importlib.util.find_spec(PACKAGES[name]) is None:
+                extra = "tvm" if name == "tvm" else "compile"
+                raise UsageError(f"backend {name} needs the {PACKAGES[name]} package: pip install 'glister-train[{extra}]'")
+
+
+def compile_model(model: nn.Module, arch: dict[str, Any], splits: Splits, options: CompileOptions, out: Path, *,
+                  source: str = "", log=print) -> dict[str, Any]:
+    """Build ``model`` with every backend ``options`` name into ``out``, verify each against eager fp32 on the test
+    set and time it; returns the report (also ``out/compile_report.json``, written last)."""
+    names, skipped = backends_to_run(options.backends, options.neo)
+    threads = options.threads or available_cores()
     torch.set_num_threads(threads)
-    model, arch = load_model(path)
     model.eval()
-    splits = load_splits(data_config(path, args.data_dir, args.test_limit))
     shape = tuple(splits.test.x.shape[1:])
     x, y = as_numpy(splits, "test")
-    calibration, _ = as_numpy(splits, "train", args.calibration_images, seed=0)
-    print(f"model: {path} | test images: {len(x)} | threads: {threads} | backends: {', '.join(names)}"
-          + (f" (skipped, not installed: {', '.join(skipped)})" if skipped else ""), flush=True)
+    if options.test_limit:
+        x, y = x[: options.test_limit], y[: options.test_limit]
+    calibration, _ = as_numpy(splits, "train", options.calibration_images, seed=0)
+    log(f"model: {source or arch['name']} | test images: {len(x)} | threads: {threads} | backends: {', '.join(names)}"
+        + (f" (skipped, not installed: {', '.join(skipped)})" if skipped else ""))
 
     out.mkdir(parents=True, exist_ok=True)
     rows, reference = eager_rows(model, threads, x, y, shape)
-    ctx = BuildContext(shape, threads, args.precision, calibration, out, args.target)
+    ctx = BuildContext(shape, threads, options.precision, calibration, out, options.target)
     for name in names:
-        print(f"{name}: compiling ...", flush=True)
+        log(f"{name}: compiling ...")
         compiled: Compiled = build(name, model, ctx)
         row = {"backend": name, "detail": compiled.detail, "files": [str(f) for f in compiled.files],
                "size_bytes": compiled.size, "build_time_s": compiled.build_time}
@@ -204,19 +235,39 @@ def compile_main(argv: Sequence[str]) -> int:
             row.update(verify(compiled.run, x, y, reference))
             row.update(time_backend(compiled.run, shape))
         rows.append(row)
-        print(f"{name}: done in {compiled.build_time:.1f}s -> {', '.join(row['files'])}", flush=True)
+        log(f"{name}: done in {compiled.build_time:.1f}s -> {', '.join(row['files'])}")
     report: dict[str, Any] = {
-        "model": str(path), "arch": arch, "threads": threads, "test_images": len(x), "input_shape": list(shape),
+        "model": source, "arch": arch, "threads": threads, "test_images": len(x), "input_shape": list(shape),
         "preprocess": {"scale": "x / 255", "mean": splits.mean.flatten().tolist(), "std": splits.std.flatten().tolist(),
                        "layout": "NCHW float32"},
-        "skipped": skipped, "rows": rows,
+        "skipped": skipped, "options": dataclasses.asdict(options), "rows": rows,
     }
-    if args.neo:
-        report["neo"] = neo.submit(out / "torchscript" / "model.tar.gz", data_input_config(shape), args.neo,
-                                   args.neo_role, args.neo_bucket, args.neo_prefix, args.neo_framework_version,
-                                   args.neo_wait)
+    if options.neo:
+        report["neo"] = neo.submit(out / "torchscript" / "model.tar.gz", data_input_config(shape), options.neo,
+                                   options.neo_role, options.neo_bucket, options.neo_prefix,
+                                   options.neo_framework_version, options.neo_wait)
     atomic_write_json(out / REPORT, report)
-    print(table(rows))
+    return report
+
+
+def options_from(args: argparse.Namespace) -> CompileOptions:
+    return CompileOptions(backends=tuple(args.backend), target=args.target, precision=args.precision,
+                          test_limit=args.test_limit, calibration_images=args.calibration_images, threads=args.threads,
+                          neo=args.neo or "", neo_role=args.neo_role, neo_bucket=args.neo_bucket,
+                          neo_prefix=args.neo_prefix, neo_framework_version=args.neo_framework_version,
+                          neo_wait=args.neo_wait)
+
+
+def compile_main(argv: Sequence[str]) -> int:
+    """The ``compile`` command: check everything, read the model and its data, then :func:`compile_model`."""
+    args = compile_parser().parse_args(list(argv))
+    path = model_path(args.model)
+    out = new_output_folder(args.out)
+    options = options_from(args)
+    model, arch = load_model(path)
+    splits = load_splits(data_config(path, args.data_dir))
+    report = compile_model(model, arch, splits, options, out, source=str(path), log=lambda line: print(line, flush=True))
+    print(table(report["rows"]))
     print(f"report: {out / REPORT}")
     return 0
 
