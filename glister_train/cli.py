@@ -45,7 +45,8 @@ def train_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # hyperparameters must name a flag exactly
         description="Train on adaptively selected subsets of the data. Config resolution, later wins: "
                     "configs/base.yaml, --preset, --config, the flags below, --set.",
-        epilog=f"presets: {', '.join(C.preset_names())}. "
+        epilog=f"presets: {', '.join(C.preset_names())}. After training, '--then prune [its options] --then compile "
+               "[its options]' prunes and compiles the model in the same command (RUN/prune/, RUN/compile/). "
                "Other commands: sweep, report, prune, compile (python -m glister_train COMMAND --help).",
     )
     p.add_argument("--preset", default="", help="a file in configs/ by name, e.g. smoke or cpu-proxy")
@@ -95,13 +96,16 @@ def dotted_assignments(extra: Sequence[str]) -> list[str]:
 
 
 def train_main(argv: Sequence[str]) -> int:
-    from . import distributed
+    from . import distributed, pipeline
     from .run import default_run_dir, train_run
     from .sagemaker import job as sagemaker_job
 
     job = sagemaker_job.in_training_job()
-    if job:
-        argv = sagemaker_job.hyperparameter_argv() + list(argv)
+    if job:  # the stages come from the hyperparameter `then` alone (see pipeline.without_then)
+        argv = pipeline.without_then(sagemaker_job.hyperparameter_argv() + list(argv))
+        stages = pipeline.stages_of(sagemaker_job.hyperparameters().get("then", ""))
+    else:
+        argv, stages = pipeline.split_stages(argv)
     args, extra = train_parser().parse_known_args(argv)
     args.set = dotted_assignments(extra) + args.set
     base = None
@@ -121,6 +125,7 @@ def train_main(argv: Sequence[str]) -> int:
     if args.print_config:
         print(C.to_yaml(cfg), end="")
         return 0
+    pipeline.check(stages)  # a bad stage option fails now, not after training
     device = distributed.setup(cfg.runtime.device)
     main_rank = distributed.is_main()
     # rank 0's view wins: on other instances the checkpoint (and so the config to resume) may be missing
@@ -141,8 +146,9 @@ def train_main(argv: Sequence[str]) -> int:
     print(f"done: final test_acc={_fmt(summary.get('final_test_acc'))} best test_acc={_fmt(summary.get('best_test_acc'))} "
           f"time={summary['total_time']:.1f}s (selection {summary['select_time']:.1f}s)")
     print(f"model: {summary['model']}")
+    folders = pipeline.run_stages(run_dir, stages, log) if stages else []
     if job:
-        for path in sagemaker_job.export_outputs(run_dir):
+        for path in sagemaker_job.export_outputs(run_dir) + sagemaker_job.export_stages(folders):
             print(f"exported: {path}")
     return 0
 

@@ -96,7 +96,8 @@ CLOCKS = {"wall": "epoch_time", "cpu": "epoch_cpu_time"}
 
 def local_runs(paths: list[str], clock: str = "wall") -> list[RunRecord]:
     """Completed runs in the given folders (a run folder, or a folder of run folders, at any depth), timed by
-    ``clock`` (see the module's docs)."""
+    ``clock`` (see the module's docs). A run inside another run's folder (a pipeline's fine-tuning, ``RUN/prune/
+    finetune``) belongs to that run's stages, not to the comparison."""
     key = CLOCKS[clock]
     runs = []
     for root in map(Path, paths):
@@ -105,6 +106,8 @@ def local_runs(paths: list[str], clock: str = "wall") -> list[RunRecord]:
         for summary_path in sorted([root / "summary.json"] if (root / "summary.json").is_file()
                                    else root.rglob("summary.json")):
             run_dir = summary_path.parent
+            if any((parent / "summary.json").is_file() for parent in run_dir.parents if root in parent.parents):
+                continue
             summary = json.loads(summary_path.read_text())
             if summary.get("status") != "completed":
                 continue

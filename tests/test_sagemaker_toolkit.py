@@ -62,7 +62,8 @@ def check_job(base: Path, done: subprocess.CompletedProcess, checkpoints: Path) 
 def test_program_mode_trains_and_a_restarted_job_resumes(npz_dir: Path, tmp_path: Path):
     submit = tmp_path / "src"
     submit.mkdir()
-    shutil.copy(REPO / "experiments" / "train.py", submit / "train.py")  # the package comes from this venv
+    # the entry script the launcher stages; the package comes from this venv
+    shutil.copy(REPO / "glister_train" / "sagemaker" / "train.py", submit / "train.py")
     checkpoints = tmp_path / "checkpoints"
     base = job_dir(tmp_path, "train.py", submit, npz_dir, out=checkpoints, **HYPERPARAMETERS)
     done = run_toolkit(base)
@@ -91,3 +92,22 @@ def test_package_mode_installs_and_runs_the_module(npz_dir: Path, tmp_path: Path
     check_job(base, done, checkpoints)
     assert (site / "glister_train" / "configs" / "smoke.yaml").is_file()
     assert "-m glister_train" in done.stdout + done.stderr
+
+
+def test_a_job_runs_the_whole_pipeline_and_exports_every_artifact(npz_dir: Path, tmp_path: Path):
+    """The hyperparameter ``then`` chains pruning and compilation after training inside the job."""
+    submit = tmp_path / "src"
+    submit.mkdir()
+    shutil.copy(REPO / "glister_train" / "sagemaker" / "train.py", submit / "train.py")
+    checkpoints = tmp_path / "checkpoints"
+    then = "prune --criterion l1 --amount 0.5 --finetune-epochs 1 --then compile --backend onnxruntime --test-limit 20"
+    base = job_dir(tmp_path, "train.py", submit, npz_dir, out=checkpoints, then=then, **HYPERPARAMETERS)
+    done = run_toolkit(base)
+    check_job(base, done, checkpoints)
+    _, arch = load_model(base / "model" / "prune" / "model.pt")
+    assert arch["channels"] == {"conv1": 4, "conv2": 8}  # half of the smoke preset's tiny net
+    assert list((base / "model" / "compile").rglob("*.onnx"))
+    assert not list((base / "model").rglob("checkpoint.pt"))
+    report = json.loads((base / "output" / "data" / "compile_compile_report.json").read_text())
+    assert report["arch"]["channels"] == arch["channels"]  # compiled the pruned model
+    assert (base / "output" / "data" / "prune_prune_report.json").is_file()

@@ -277,13 +277,14 @@ def prune(model: nn.Module, arch: dict[str, Any], splits: Splits, cfg: C.Config,
     return model, report
 
 
-OPTION_FLAGS = [f.name for f in dataclasses.fields(PruneOptions)]
+def options_from(args: argparse.Namespace) -> PruneOptions:
+    return PruneOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PruneOptions)})
 
 
 def prune_main(argv: Sequence[str]) -> int:
     """The ``prune`` command: read the run, check everything, then :func:`prune`."""
     args = prune_parser().parse_args(list(argv))
-    options = PruneOptions(**{name: getattr(args, name) for name in OPTION_FLAGS})
+    options = options_from(args)
     run = Path(args.run)
     check_run(run)
     out = new_output_folder(args.out)

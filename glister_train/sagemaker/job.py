@@ -28,14 +28,19 @@ def in_training_job(env: Mapping[str, str] = os.environ) -> bool:
     return "SM_MODEL_DIR" in env or "TRAINING_JOB_NAME" in env
 
 
+def hyperparameters(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """``SM_HPS``, the job's hyperparameters ({} when absent or unreadable)."""
+    try:
+        hps = json.loads(env.get("SM_HPS") or "{}")
+    except ValueError:
+        return {}
+    return hps if isinstance(hps, dict) else {}
+
+
 def hyperparameter_argv(env: Mapping[str, str] = os.environ) -> list[str]:
     """``SM_HPS`` as command-line arguments (``{"fraction": 0.3}`` -> ``["--fraction", "0.3"]``)."""
-    try:
-        hps: dict[str, Any] = json.loads(env.get("SM_HPS") or "{}")
-    except ValueError:
-        return []
     argv = []
-    for key, value in sorted(hps.items()):
+    for key, value in sorted(hyperparameters(env).items()):
         if key.startswith("sagemaker_"):
             continue
         text = json.dumps(value) if isinstance(value, (bool, list, dict)) else str(value)
@@ -68,6 +73,24 @@ def export_outputs(run_dir: Path, env: Mapping[str, str] = os.environ) -> list[s
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, target / name)
                 written.append(str(target / name))
+    return written
+
+
+def export_stages(folders: list[Path], env: Mapping[str, str] = os.environ) -> list[str]:
+    """Each pipeline stage's folder (``RUN/prune``, ``RUN/compile``) to ``SM_MODEL_DIR/<stage>/`` (the pruned model,
+    the compiled artifacts, the Neo tarball; no checkpoints) and its report to ``SM_OUTPUT_DATA_DIR``."""
+    written = []
+    for folder in folders:
+        if env.get("SM_MODEL_DIR"):
+            target = Path(env["SM_MODEL_DIR"]) / folder.name
+            shutil.copytree(folder, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint.pt", ".lock"))
+            written.append(str(target))
+        if env.get("SM_OUTPUT_DATA_DIR"):
+            output = Path(env["SM_OUTPUT_DATA_DIR"])
+            output.mkdir(parents=True, exist_ok=True)
+            for report in folder.glob("*_report.json"):
+                shutil.copy2(report, output / f"{folder.name}_{report.name}")
+                written.append(str(output / f"{folder.name}_{report.name}"))
     return written
 
 
