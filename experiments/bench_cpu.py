@@ -3,7 +3,7 @@
 Times training steps (forward, backward, SGD step) and inference batches of the
 CIFAR ResNet-18 on random 32x32 inputs, for every combination asked for, and
 prints images/s. The defaults in ``configs/`` and ``runtime.precision=auto`` were
-chosen from this table (README, "CPU speed").
+chosen from this table (experiments/README.md, "CPU speed").
 
     python experiments/bench_cpu.py --widths 16 64 --json cpu.json
 """

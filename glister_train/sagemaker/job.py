@@ -118,7 +118,7 @@ def warn_if_launcher_lost(log, env: Mapping[str, str] = os.environ) -> bool:
         return False
     log(f"launcher: {reason} but this process was not started by torchrun (no WORLD_SIZE): it trains alone, "
         "on one device. Tuning jobs start the entry point through the legacy toolkit, which drops Torchrun; "
-        "use a plain training job (launch_sagemaker.py --processes-per-host N) to train data-parallel.")
+        "use a plain training job (python -m glister_train.sagemaker.launch --processes-per-host N) to train data-parallel.")
     hosts = json.loads(env.get("SM_HOSTS") or "[]")
     idle = len(hosts) > 1 and env.get("SM_CURRENT_HOST", hosts[0]) != hosts[0]
     if idle:

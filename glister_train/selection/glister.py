@@ -13,7 +13,7 @@ Lookahead point after choosing S (``lookahead``):
 - ``mean``: theta_S = theta - eta * mean_{i in S} g_i, i.e. one SGD step on the subset's mean loss.
   The point where the validation gradient is taken stays near the model, where the Taylor expansion
   holds, so the greedy becomes nearly a static top-k: it avoids wrong labels better but picks less
-  diverse subsets, and trained worse on CIFAR-10 here (README, "GLISTER").
+  diverse subsets, and trained worse on CIFAR-10 here (selection/README.md).
 
 ``center_features``: take the gradients in the last layer's centred parametrization, ``W (h - mu) + b'``
 with ``mu`` the mean validation feature and ``b' = b + W mu``: the same model and logits, but a step that
