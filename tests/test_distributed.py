@@ -62,6 +62,7 @@ def max_difference(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
+@pytest.mark.integration  # torchrun
 def test_two_processes_match_one(npz_dir: Path, tmp_path: Path):
     cfg = config_file(tmp_path, npz_dir)
     assert main(["--config", str(cfg), "--out", str(tmp_path / "one")]) == 0
@@ -80,6 +81,7 @@ def test_two_processes_match_one(npz_dir: Path, tmp_path: Path):
     assert json.loads((two / "summary.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.integration  # torchrun
 def test_resume_under_torchrun(npz_dir: Path, tmp_path: Path):
     cfg = config_file(tmp_path, npz_dir)
     torchrun("--config", str(cfg), "--out", str(tmp_path / "straight"))
@@ -125,6 +127,7 @@ def _collectives(rank: int, world: int, store: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.integration  # torchrun
 def test_collectives_in_two_processes(tmp_path: Path):
     torch.multiprocessing.spawn(_collectives, args=(2, str(tmp_path / "store")), nprocs=2)
 

@@ -14,6 +14,8 @@ from glister_train.tracking import read_metrics
 
 from .conftest import tiny_config
 
+pytestmark = pytest.mark.integration  # a moto server or the SageMaker toolkit
+
 pytest.importorskip("sagemaker.core")
 moto_server = pytest.importorskip("moto.server")
 

@@ -211,3 +211,13 @@ def test_summary_records_provenance(npz_dir: Path, tmp_path: Path):
     prov = json.loads((tmp_path / "run" / "summary.json").read_text())["provenance"]
     assert prov["torch"] == _torch.__version__ and prov["device"] == "cpu" and prov["python"]
     assert "git_commit" in prov and "glister_train" in prov
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_glister_trains_on_a_gpu(npz_dir: Path, tmp_path: Path):
+    """The device switch: the same run on CUDA (data gathered on the GPU, bf16 autocast where supported)."""
+    cfg = tiny_config(npz_dir, runtime={"device": "cuda", "precision": "auto"},
+                      selection={"selector": "glister", "fraction": 0.5, "select_every": 1})
+    summary = train_run(cfg, tmp_path / "gpu", log=lambda _: None)
+    assert summary["status"] == "completed" and summary["provenance"]["device"].startswith("cuda")

@@ -29,7 +29,7 @@ from ..loglines import metric_definitions
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
-REQUIREMENTS = ["pyyaml>=6.0", "dotmap>=1.3", "sagemaker-core>=2.27,<3"]  # torch and numpy come with the image
+REQUIREMENTS = ["pyyaml>=6.0", "sagemaker-core>=2.27,<3"]  # torch and numpy come with the image
 
 
 def parser() -> argparse.ArgumentParser:

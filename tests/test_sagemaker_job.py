@@ -19,6 +19,8 @@ import torch
 
 from glister_train.models import load_model
 
+pytestmark = pytest.mark.integration  # a moto server or the SageMaker toolkit
+
 pytest.importorskip("sagemaker_training")
 REPO = Path(__file__).resolve().parent.parent
 TOOLKIT = Path(sys.executable).parent / "train"

@@ -10,6 +10,8 @@ import pytest
 from .conftest import write_npz
 from .test_sagemaker_experiments import aws  # noqa: F401  (the moto server fixture)
 
+pytestmark = pytest.mark.integration  # a moto server or the SageMaker toolkit
+
 pytest.importorskip("sagemaker.train")
 
 
