@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
+from . import choices as O
 from .errors import ConfigError
 
-SELECTORS = ("full", "random", "adaptive-random", "glister")
-GREEDY = ("naive", "stochastic", "batched")
+SELECTORS = O.SELECTOR_NAMES
 DATASETS = ("auto", "cifar10", "npz", "folder")
 MODELS = ("resnet18", "tiny")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -295,19 +295,19 @@ def validate(cfg: Config) -> Config:
     check(0 < s.fraction <= 1 and math.isfinite(s.fraction), "selection.fraction", s.fraction, "in (0, 1], e.g. 0.3 for 30%")
     check(s.select_every >= 1, "selection.select_every", s.select_every, "an integer >= 1 (epochs between selections)")
     check(0 <= s.kappa < 1, "selection.kappa", s.kappa, "in [0, 1) (the share of epochs trained on full data first)")
-    choice("selection.first_subset", s.first_subset, ("auto", "random", "selector"))
-    choice("selection.greedy", s.greedy, GREEDY)
-    choice("selection.last_layer", s.last_layer, ("full", "bias"))
-    choice("selection.lookahead", s.lookahead, ("mean", "sum"))
+    choice("selection.first_subset", s.first_subset, O.FIRST_SUBSET)
+    choice("selection.greedy", s.greedy, O.GREEDY)
+    choice("selection.last_layer", s.last_layer, O.LAST_LAYER)
+    choice("selection.lookahead", s.lookahead, O.LOOKAHEAD)
     check(s.block_size >= 0, "selection.block_size", s.block_size, ">= 0 (0 = 1% of the budget)")
     check(0 < s.epsilon < 1, "selection.epsilon", s.epsilon, "in (0, 1), e.g. 0.01")
     check(s.eta >= 0 and math.isfinite(s.eta), "selection.eta", s.eta, ">= 0 (0 = the initial learning rate)")
     check(0 < s.pool_fraction <= 1, "selection.pool_fraction", s.pool_fraction, "in (0, 1]")
-    choice("selection.sampling", s.sampling, ("greedy", "soft"))
-    choice("selection.backend", s.backend, ("eager", "openvino"))
-    choice("selection.score_source", s.score_source, ("pass", "training"))
-    choice("selection.val_gradient", s.val_gradient, ("all", "own_class"))
-    choice("selection.drop_by", s.drop_by, ("gain", "confidence"))
+    choice("selection.sampling", s.sampling, O.SAMPLING)
+    choice("selection.backend", s.backend, O.BACKENDS)
+    choice("selection.score_source", s.score_source, O.SCORE_SOURCES)
+    choice("selection.val_gradient", s.val_gradient, O.VAL_GRADIENTS)
+    choice("selection.drop_by", s.drop_by, O.DROP_BY)
     if s.score_source == "training" and s.sampling != "soft":
         raise ConfigError("selection.score_source: 'training' scores are drawn from, not maximized: it needs "
                           "--set selection.sampling=soft")

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed, runlock
+from .checkpoint import CHECKPOINT, read_checkpoint
 from .config import Config, diff, flatten, load_file, to_yaml
 from .data import Splits, load_splits
 from .errors import TrainingDiverged, UsageError
 from .io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .provenance import provenance
 from .tracking import FanOut, make_tracker
-from .train import CHECKPOINT, MODEL, Training, fit, read_checkpoint, setup
+from .train import MODEL, Training, fit, setup
 
 # keys that may differ between a run and its resumption: they change how it is shown, not what it computes
 RESUMABLE_CHANGES = {"run.out", "run.progress", "run.tracker", "run.tracking_uri", "run.tracking_timeout",

@@ -7,6 +7,7 @@ SGD with Nesterov momentum, cosine schedule per epoch), evaluate, log, checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -21,12 +22,12 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed, warmstart
+from .checkpoint import CHECKPOINT, restore, save_checkpoint
 from .compile.export import require
-from .config import Config, flatten
+from .config import Config
 from .data import Splits
-from .errors import CheckpointError, ConfigError, NonFiniteSelection, TrainingDiverged
+from .errors import ConfigError, NonFiniteSelection, TrainingDiverged
 from .evaluate import evaluate
-from .io import atomic_torch_save
 from .loader import AdaptiveSubsetLoader
 from .loglines import epoch_line, selection_line
 from .models import build, save_model
@@ -37,7 +38,6 @@ from .selection import SubsetSelector, make_selector
 from .selection.glister import last_layer_parts
 from .tracking import Tracker
 
-CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 
 
@@ -182,14 +182,9 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
         raise TrainingDiverged(epoch + 1, 0, float("nan"), f"the selection input ({exc})") from None
     select_time = time.perf_counter() - start
     capturing = capture is not None and epoch >= t.epochs - t.capture_epochs
-    if capturing:
-        capture.attach()  # hooks on the eager module: this epoch runs uncompiled
-    try:
+    with capture if capturing else contextlib.nullcontext():  # hooks on the eager module: this epoch runs uncompiled
         train_loss, train_acc = train_epoch(state.eager if capturing else state.forward, loader, opt, state.rt, epoch,
                                             bar_enabled(cfg.run.progress) and distributed.is_main(), state.frozen)
-    finally:
-        if capture is not None:
-            capture.detach()
     state.sched.step()
     epoch_time = time.perf_counter() - start
     # the process's CPU seconds for the same work: its wall time on a core of its own, whatever else the
@@ -294,51 +289,3 @@ def update_totals(totals: dict[str, Any], metrics: dict[str, Any], train_time: f
             totals[f"final_{split}_acc"] = acc
             best = totals[f"best_{split}_acc"]
             totals[f"best_{split}_acc"] = acc if best is None else max(best, acc)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                    loader: AdaptiveSubsetLoader, totals: dict[str, Any], capture: FilterStats | None = None) -> None:
-    atomic_torch_save({
-        "totals": totals, "config": flatten(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(), "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
-        "capture": capture.state_dict() if capture is not None else None,
-    }, path)
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint for resuming; a missing, corrupt or truncated file is a CheckpointError."""
-    if not path.is_file():
-        raise CheckpointError(f"--resume: no checkpoint at {str(path)!r}; start a new run without --resume")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        int(state["totals"]["epochs_done"])
-        return state
-    except Exception as exc:  # truncated zip, unpickling refusal, missing keys
-        raise _corrupt(path, exc) from None
-
-
-def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-            loader: AdaptiveSubsetLoader, capture: FilterStats | None = None,
-            path: Path = Path(CHECKPOINT)) -> dict[str, Any]:
-    """Put everything a checkpoint holds back in place; returns the running totals."""
-    try:
-        if capture is not None and state.get("capture"):
-            capture.load_state_dict(state["capture"])
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"])
-        torch.set_rng_state(state["torch_rng"])
-        return dict(state["totals"])
-    except Exception as exc:  # missing keys, shape mismatch
-        raise _corrupt(path, exc) from None
-
-
-def _corrupt(path: Path, exc: Exception) -> CheckpointError:
-    return CheckpointError(
-        f"--resume: {str(path)!r} is corrupt, truncated or not from this run ({type(exc).__name__}: {str(exc)[:200]}); "
-        "delete it to restart this run from scratch, or use a new --out"
-    )

@@ -44,3 +44,25 @@ def test_random_subsets_differ_across_draws():
     s = make_selector("adaptive-random")
     assert not torch.equal(s.select(None, train, val, 30, generator=g).indices,
                            s.select(None, train, val, 30, generator=g).indices)
+
+
+@pytest.mark.parametrize("name", sorted(SELECTORS))
+def test_every_registered_selector_trains_two_epochs(npz_dir, tmp_path, name: str):
+    """A selector in the registry is one the config accepts and the loop can train with."""
+    from glister_train.run import train_run
+
+    from .conftest import tiny_config
+
+    cfg = tiny_config(npz_dir, selection={"selector": name, "fraction": 0.5, "select_every": 1}, train={"epochs": 2})
+    summary = train_run(cfg, tmp_path / name, log=lambda _: None)
+    assert summary["status"] == "completed" and summary["epochs_done"] == 2
+
+
+def test_the_configs_choices_are_the_registries():
+    from glister_train import config as C
+    from glister_train.compile.backends import BACKENDS as COMPILE_BACKENDS
+    from glister_train.models import MODELS
+    from glister_train.selection.forward import BACKENDS
+
+    assert C.SELECTORS == tuple(SELECTORS) and C.MODELS == tuple(MODELS)
+    assert BACKENDS == ("eager", "openvino") and "onnxruntime" in COMPILE_BACKENDS

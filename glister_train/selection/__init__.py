@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from ..choices import SELECTOR_NAMES
 from .base import Selection, SubsetSelector, budget_for
 from .full import FullSelector
 from .glister import GlisterSelector
 from .random import AdaptiveRandomSelector, RandomSelector
 
 SELECTORS: dict[str, type] = {s.name: s for s in (FullSelector, RandomSelector, AdaptiveRandomSelector, GlisterSelector)}
+assert tuple(SELECTORS) == SELECTOR_NAMES, "a new selector: add its name to glister_train/choices.py (the config's choices)"
 
 
 def make_selector(name: str, **options) -> SubsetSelector:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-BACKENDS = ("eager", "openvino")
+from ..choices import BACKENDS
 
 
 class _Features(nn.Module):

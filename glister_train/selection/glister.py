@@ -34,21 +34,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import distributed
+from ..choices import DROP_BY, GREEDY, LAST_LAYER, LOOKAHEAD, SAMPLING, SCORE_SOURCES, VAL_GRADIENTS
 from ..data import ImageData, normalize
 from ..errors import NonFiniteSelection
 from .base import Selection
 from .forward import feature_function
 from .quotas import budget_quotas, top_within_quotas
 from .sampling import draw, sampling_keys
-
-GREEDY = ("naive", "stochastic", "batched")
-LAST_LAYER = ("bias", "full")
-LOOKAHEAD = ("sum", "mean")
-SAMPLING = ("greedy", "soft")
-SCORE_SOURCES = ("pass", "training")
-VAL_GRADIENTS = ("all", "own_class")
-DROP_BY = ("gain", "confidence")
-
 
 # ---------------------------------------------------------------- the objective and its gradient
 

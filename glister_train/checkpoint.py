@@ -1,0 +1,67 @@
+"""The checkpoint: everything a run needs to continue bit-identically, written atomically after every epoch.
+
+Model, optimizer, schedule, the loader's subset and cached scores, every RNG stream, the running totals, the
+capture state and the flattened config (so a checkpoint from another configuration is refused, not mixed in).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config, flatten
+from .errors import CheckpointError
+from .io import atomic_torch_save
+from .loader import AdaptiveSubsetLoader
+from .prune.capture import FilterStats
+
+CHECKPOINT = "checkpoint.pt"
+
+
+
+def save_checkpoint(path: Path, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                    loader: AdaptiveSubsetLoader, totals: dict[str, Any], capture: FilterStats | None = None) -> None:
+    atomic_torch_save({
+        "totals": totals, "config": flatten(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(), "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
+        "capture": capture.state_dict() if capture is not None else None,
+    }, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint for resuming; a missing, corrupt or truncated file is a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no checkpoint at {str(path)!r}; start a new run without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        int(state["totals"]["epochs_done"])
+        return state
+    except Exception as exc:  # truncated zip, unpickling refusal, missing keys
+        raise _corrupt(path, exc) from None
+
+
+def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+            loader: AdaptiveSubsetLoader, capture: FilterStats | None = None,
+            path: Path = Path(CHECKPOINT)) -> dict[str, Any]:
+    """Put everything a checkpoint holds back in place; returns the running totals."""
+    try:
+        if capture is not None and state.get("capture"):
+            capture.load_state_dict(state["capture"])
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["torch_rng"])
+        return dict(state["totals"])
+    except Exception as exc:  # missing keys, shape mismatch
+        raise _corrupt(path, exc) from None
+
+
+def _corrupt(path: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"--resume: {str(path)!r} is corrupt, truncated or not from this run ({type(exc).__name__}: {str(exc)[:200]}); "
+        "delete it to restart this run from scratch, or use a new --out"
+    )
