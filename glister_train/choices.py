@@ -8,6 +8,7 @@ LAST_LAYER = ("bias", "full")
 LOOKAHEAD = ("sum", "mean")
 SAMPLING = ("greedy", "soft")
 SCORE_SOURCES = ("pass", "training")
+SCORE_SOURCE_SETTINGS = ("auto", *SCORE_SOURCES)  # auto: training where it can (soft, one process, eager), else pass
 VAL_GRADIENTS = ("all", "own_class")
 DROP_BY = ("gain", "confidence")
 BACKENDS = ("eager", "openvino")

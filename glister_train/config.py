@@ -82,7 +82,9 @@ class SelectionConfig:
     redraw: bool = False  # soft: draw a new subset every epoch from the last scores (no forward pass)
     center_features: bool = False  # gradients of the last layer in its centred parametrization (same model)
     backend: str = "eager"  # the selection's forward pass: eager | openvino (CPU; the [compile] extra)
-    score_source: str = "pass"  # soft: pass (a forward pass over the pool) | training (what training computed)
+    # soft: pass (a forward pass over the pool) | training (what training computed) | auto (training where it can:
+    # one process, no torch.compile; else pass)
+    score_source: str = "pass"
     val_gradient: str = "all"  # soft: gains against the whole validation gradient | own_class (its label's examples)
     drop_by: str = "gain"  # soft, drop_share: rank by gain | confidence (the model's probability of the label)
     drop_share_auto: bool = False  # soft: drop_share = the wrong-label rate the clean validation set implies
@@ -305,7 +307,7 @@ def validate(cfg: Config) -> Config:
     check(0 < s.pool_fraction <= 1, "selection.pool_fraction", s.pool_fraction, "in (0, 1]")
     choice("selection.sampling", s.sampling, O.SAMPLING)
     choice("selection.backend", s.backend, O.BACKENDS)
-    choice("selection.score_source", s.score_source, O.SCORE_SOURCES)
+    choice("selection.score_source", s.score_source, O.SCORE_SOURCE_SETTINGS)
     choice("selection.val_gradient", s.val_gradient, O.VAL_GRADIENTS)
     choice("selection.drop_by", s.drop_by, O.DROP_BY)
     if s.score_source == "training" and s.sampling != "soft":

@@ -50,7 +50,10 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
     s = cfg.selection
     if s.selector != "glister":
         return make_selector(s.selector)
-    if s.score_source == "training" and (distributed.active() or cfg.runtime.compile):
+    score_source = s.score_source
+    if score_source == "auto":  # the training pass's records are complete only in one eager process
+        score_source = "training" if s.sampling == "soft" and not (distributed.active() or cfg.runtime.compile) else "pass"
+    if score_source == "training" and (distributed.active() or cfg.runtime.compile):
         raise ConfigError("selection.score_source: 'training' reads the training pass's features, which it cannot "
                           "under torchrun (each rank sees its share) or torch.compile; use --set selection.score_source=pass")
     if s.backend == "openvino":  # checked now, not at the first selection with the run folder half written
@@ -63,7 +66,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         block_size=s.block_size, epsilon=s.epsilon, per_class=s.per_class, last_layer=s.last_layer,
         lookahead=s.lookahead, pool_fraction=s.pool_fraction, sampling=s.sampling, temperature=s.temperature,
         uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
-        center_features=s.center_features, backend=s.backend, score_source=s.score_source,
+        center_features=s.center_features, backend=s.backend, score_source=score_source,
         val_gradient=s.val_gradient, drop_by=s.drop_by, drop_share_auto=s.drop_share_auto,
         device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)

@@ -221,3 +221,17 @@ def test_glister_trains_on_a_gpu(npz_dir: Path, tmp_path: Path):
                       selection={"selector": "glister", "fraction": 0.5, "select_every": 1})
     summary = train_run(cfg, tmp_path / "gpu", log=lambda _: None)
     assert summary["status"] == "completed" and summary["provenance"]["device"].startswith("cuda")
+
+
+def test_score_source_auto_reads_the_training_pass_in_one_process(npz_dir: Path):
+    from glister_train.runtime import resolve_runtime
+    from glister_train.train import selector_for
+
+    splits = load_splits(tiny_config(npz_dir).data)
+    soft = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "score_source": "auto"})
+    assert selector_for(soft, splits, resolve_runtime(soft.runtime)).score_source == "training"
+    greedy = tiny_config(npz_dir, selection={"selector": "glister", "score_source": "auto"})
+    assert selector_for(greedy, splits, resolve_runtime(greedy.runtime)).score_source == "pass"
+    compiled = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "score_source": "auto"},
+                           runtime={"compile": True})
+    assert selector_for(compiled, splits, resolve_runtime(compiled.runtime)).score_source == "pass"
