@@ -413,3 +413,26 @@ def test_the_validation_set_estimates_the_wrong_label_share():
         if noise:
             dropped = torch.argsort(confidence)[: round(share * len(y))]
             assert float(flipped[dropped].float().mean()) > 0.8  # what it drops is mostly wrong labels
+
+
+def _greedy_on(device: str, mode: str) -> torch.Tensor:
+    problem, _ = make_problem(n=200, per_class=True, seed=3)
+    quotas = budget_quotas(problem.groups, 50, 4)
+    return greedy(problem.to(device), 50, quotas, mode=mode, block=5, generator=torch.Generator().manual_seed(0)).cpu()
+
+
+@pytest.mark.parametrize("mode", ["naive", "stochastic", "batched"])
+def test_greedy_runs_where_the_problem_lives(mode):
+    """The device path (``problem.to(device)``; the selector passes its device) picks what the plain call picks."""
+    problem, _ = make_problem(n=200, per_class=True, seed=3)
+    quotas = budget_quotas(problem.groups, 50, 4)
+    plain = greedy(problem, 50, quotas, mode=mode, block=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(_greedy_on("cpu", mode), plain)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("mode", ["naive", "stochastic", "batched"])
+def test_greedy_on_a_gpu_picks_what_the_cpu_picks(mode):
+    cpu, gpu = _greedy_on("cpu", mode), _greedy_on("cuda", mode)
+    assert len(set(cpu.tolist()) & set(gpu.tolist())) >= 0.98 * len(cpu)  # float sums may break a near tie

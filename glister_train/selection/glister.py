@@ -23,6 +23,7 @@ features, so ``<g_i, G_val>`` compares what sets examples apart rather than what
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -83,6 +84,10 @@ class LastLayerProblem:
         r = self.r[chosen]
         return (r.T @ self.h[chosen] if self.full else None), r.sum(0)
 
+    def to(self, device: torch.device | str) -> LastLayerProblem:
+        """The same problem with its tensors on ``device`` (the greedy then runs there)."""
+        return dataclasses.replace(self, **{f: getattr(self, f).to(device) for f in ("h", "r", "groups", "hv", "zv", "yv")})
+
     def check_finite(self) -> None:
         """A diverged model gives NaN features or logits: say so, rather than rank NaNs."""
         for name, t in (("candidate features", self.h), ("candidate gradients", self.r),
@@ -102,15 +107,20 @@ class LastLayerProblem:
 
 def greedy(problem: LastLayerProblem, budget: int, quotas: torch.Tensor, *, mode: str = "batched", block: int = 1,
            epsilon: float = 0.01, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Indices of the chosen candidates, in the order chosen; exactly ``budget`` of them."""
+    """Indices of the chosen candidates (on the problem's device), in the order chosen; exactly ``budget`` of them.
+
+    It runs wherever the problem's tensors are (``problem.to(device)``): on a GPU it works on the features where the
+    forward pass left them; random draws still come from the (CPU) ``generator``, so every device draws the same."""
     problem.check_finite()
+    device = problem.h.device
     n, c = problem.r.shape
+    quotas = quotas.to(device)
     eligible = quotas[problem.groups] > 0
     left = quotas.clone()
     chosen: list[torch.Tensor] = []
     taken = 0
-    sum_w = torch.zeros(c, problem.h.shape[1]) if problem.full else None
-    sum_b = torch.zeros(c)
+    sum_w = torch.zeros(c, problem.h.shape[1], device=device) if problem.full else None
+    sum_b = torch.zeros(c, device=device)
     sample = max(1, math.ceil(n / budget * math.log(1 / epsilon)))  # Mirzasoleiman et al.'s stochastic greedy
     remaining = eligible.nonzero().squeeze(1)  # stochastic: a compacted `eligible`, refreshed when half stale
     live = len(remaining)
@@ -120,7 +130,7 @@ def greedy(problem: LastLayerProblem, budget: int, quotas: torch.Tensor, *, mode
         if mode == "stochastic":
             if live < len(remaining) // 2:
                 remaining = eligible.nonzero().squeeze(1)
-            cand = remaining[torch.randint(len(remaining), (sample,), generator=generator)]
+            cand = remaining[torch.randint(len(remaining), (sample,), generator=generator).to(device)]
             cand = cand[eligible[cand]]
             if len(cand) == 0:  # every draw hit a taken example: look at all that are left
                 cand = remaining = eligible.nonzero().squeeze(1)
@@ -290,10 +300,12 @@ class GlisterSelector:
                                 self.lookahead == "mean")
 
     def maximize(self, problem: LastLayerProblem, budget: int, generator: torch.Generator) -> torch.Tensor:
-        """Greedy maximization with this selector's options; positions into the pool, in the order chosen."""
+        """Greedy maximization with this selector's options, on the training device (a GPU's, not a CPU copy on
+        every rank); positions into the pool, in the order chosen."""
         quotas = budget_quotas(problem.groups, budget, self.num_groups(problem))
         block = self.block_size or max(1, math.ceil(budget / 100))
-        return greedy(problem, budget, quotas, mode=self.greedy, block=block, epsilon=self.epsilon, generator=generator)
+        return greedy(problem.to(self.device), budget, quotas, mode=self.greedy, block=block, epsilon=self.epsilon,
+                      generator=generator).cpu()
 
     def select(self, model: nn.Module, train: ImageData, val: ImageData, budget: int, *,
                generator: torch.Generator) -> Selection:
