@@ -38,6 +38,11 @@ class Batch:
     ranks: int = 1  # loss = sum(w * loss) * ranks / weight_total: DDP's average then matches one process
     idx: torch.Tensor | None = None  # the examples' indices into the training split (CPU)
 
+    def loss(self, losses: torch.Tensor) -> torch.Tensor:
+        """The step's loss from per-example losses: weighted, normalized by the global batch's weight, and scaled
+        by the number of ranks so that DDP's gradient average equals the single-process gradient."""
+        return (losses * self.w).sum() * self.ranks / self.weight_total
+
 
 class AdaptiveSubsetLoader:
     def __init__(self, train: ImageData, val: ImageData, selector: SubsetSelector, *, fraction: float,

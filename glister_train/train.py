@@ -256,7 +256,7 @@ def train_step(model: nn.Module, batch: Any, opt: torch.optim.Optimizer, rt: Run
     with rt.autocast():
         logits = model(batch.x)
     losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
-    loss = (losses * batch.w).sum() * batch.ranks / batch.weight_total
+    loss = batch.loss(losses)
     if not torch.isfinite(loss):
         progress.close()
         raise TrainingDiverged(epoch + 1, step + 1, float(loss.detach()))
