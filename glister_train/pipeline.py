@@ -26,7 +26,6 @@ from .errors import StageFailed, UsageError
 STAGES = ("prune", "compile")
 # what each stage is told to read and where it writes; the pipeline sets these, the user does not
 INPUT_FLAG = {"prune": "--run", "compile": "--model"}
-REPORTS = {"prune": "prune_report.json", "compile": "compile_report.json"}
 
 
 @dataclass(frozen=True)
@@ -99,21 +98,23 @@ def check(stages: Sequence[Stage]) -> None:
 
 def run_stages(run_dir: Path, stages: Sequence[Stage], log: Callable[[str], None] = print) -> list[Path]:
     """Run each stage on the previous step's folder; returns the stage folders."""
-    from .compile.stage import compile_main
-    from .prune.stage import prune_main
+    from .compile import stage as compile_stage
+    from .prune import stage as prune_stage
 
-    mains = {"prune": prune_main, "compile": compile_main}
+    modules = {"prune": (prune_stage.prune_main, prune_stage.REPORT),
+               "compile": (compile_stage.compile_main, compile_stage.REPORT)}
     source, folders = run_dir, []
     for number, stage in enumerate(stages, start=1):
         out = run_dir / stage.folder
-        if (out / REPORTS[stage.name]).is_file():
+        main, report = modules[stage.name]
+        if (out / report).is_file():
             log(f"stage {number} ({stage.name}): complete in {out}, skipped")
         else:
             if out.exists():  # an earlier attempt stopped inside this stage: its folder is incomplete
                 shutil.rmtree(out)
             log(f"stage {number} ({stage.name}): {shlex.join(stage.argv)} on {source} -> {out}")
             try:
-                mains[stage.name]([*stage.argv, INPUT_FLAG[stage.name], str(source), "--out", str(out)])
+                main([*stage.argv, INPUT_FLAG[stage.name], str(source), "--out", str(out)])
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:

@@ -40,6 +40,21 @@ def quiet(_line: str) -> None:
     pass
 
 
+def stop_training_in_epoch(monkeypatch, epoch: int) -> None:
+    """The ``epoch``-th call of ``train_epoch`` raises KeyboardInterrupt (Ctrl-C mid-run); ``monkeypatch.undo()`` ends it."""
+    from glister_train import train as train_module
+
+    real, calls = train_module.train_epoch, {"n": 0}
+
+    def stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", stop)
+
+
 def tiny_batch(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
@@ -226,7 +241,7 @@ def test_pruned_model_round_trips_without_torch_pruning(tmp_path: Path):
 # ---------------------------------------------------------------- training capture and the command
 
 
-def test_training_captures_the_last_epochs_and_survives_resume(npz_dir: Path, tmp_path: Path):
+def test_training_captures_the_last_epochs_and_survives_resume(npz_dir: Path, tmp_path: Path, monkeypatch):
     cfg = tiny_config(npz_dir, train={"epochs": 3, "capture_epochs": 2})
     train_run(cfg, tmp_path / "once", log=quiet)
     once = load_capture(tmp_path / "once" / "capture.pt")
@@ -234,23 +249,10 @@ def test_training_captures_the_last_epochs_and_survives_resume(npz_dir: Path, tm
     assert len(once["layers"]["conv1"]["weight_grad_norm"]) == once["batches"] == 2 * 6  # 90 images, batch 16
 
     interrupted = tiny_config(npz_dir, train={"epochs": 3, "capture_epochs": 2}, run={"out": str(tmp_path / "r")})
-    from glister_train import train as train_module
-
-    calls = {"n": 0}
-    real = train_module.train_epoch
-
-    def stop_in_epoch_3(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    train_module.train_epoch = stop_in_epoch_3
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_run(interrupted, tmp_path / "r", log=quiet)
-    finally:
-        train_module.train_epoch = real
+    stop_training_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(interrupted, tmp_path / "r", log=quiet)
+    monkeypatch.undo()
     train_run(interrupted, tmp_path / "r", resume=True, log=quiet)
     resumed = load_capture(tmp_path / "r" / "capture.pt")
     assert resumed["batches"] == once["batches"]
@@ -323,33 +325,21 @@ def test_iterative_pruning_from_the_command_line(npz_dir: Path, tmp_path: Path):
     assert conv_widths(load_model(out / "finetune-1" / "model.pt")[0]) == {"conv1": 3, "conv2": 6}
 
 
-def test_an_interrupted_fine_tune_resumes_from_its_own_folder(npz_dir: Path, tmp_path: Path):
+def test_an_interrupted_fine_tune_resumes_from_its_own_folder(npz_dir: Path, tmp_path: Path, monkeypatch):
     """The fine-tune folder describes its run fully (the pruned model through model.init_from), so
     ``--resume --out OUT/finetune`` rebuilds the pruned widths and ends where an uninterrupted prune ends."""
-    from glister_train import train as train_module
-
     run = tmp_path / "run"
     train_run(tiny_config(npz_dir, train={"epochs": 1}), run, log=quiet)
     argv = ["prune", "--run", str(run), "--criterion", "l1", "--amount", "0.5", "--finetune-epochs", "3",
             "--selector", "glister", "--fraction", "0.5"]
     assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
 
-    real, calls = train_module.train_epoch, {"n": 0}
-
-    def stop_in_epoch_2(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    train_module.train_epoch = stop_in_epoch_2
+    stop_training_in_epoch(monkeypatch, 2)
     try:
-        try:
-            main(argv + ["--out", str(tmp_path / "cut")])
-        except KeyboardInterrupt:
-            pass
-    finally:
-        train_module.train_epoch = real
+        main(argv + ["--out", str(tmp_path / "cut")])
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
     folder = tmp_path / "cut" / "finetune"
     assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"
     assert not (tmp_path / "cut" / "prune_report.json").exists()
