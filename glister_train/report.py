@@ -318,6 +318,17 @@ def short_label(label: str) -> str:
     return label.replace("=True", "").replace("select_every=", "R=")
 
 
+def mean_curve(members: list[RunRecord], x_axis: str) -> tuple[list[float], list[float]]:
+    """(epoch or cumulative seconds, test accuracy) at the evaluated epochs, averaged over the seeds; epochs without a
+    test accuracy (``train.eval_every`` > 1) are not points on the curve."""
+    curves = [r.curve() for r in members]
+    n = min(len(times) for times, _ in curves)
+    acc = [statistics.fmean(accs[i] for _, accs in curves) for i in range(n)]
+    if x_axis == "epoch":
+        return [m["epoch"] for m in members[0].metrics if m.get("test_acc") is not None][:n], acc
+    return [statistics.fmean(times[i] for times, _ in curves) for i in range(n)], acc
+
+
 def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[Path]:
     try:
         import matplotlib
@@ -336,20 +347,13 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
                 members = [r for r in members if r.metrics]
                 if c != condition or not members:
                     continue  # runs known only by their aggregates have no curve
-                n = min(len(r.metrics) for r in members)
-                acc = [statistics.fmean(r.metrics[i].get("test_acc") or 0.0 for r in members) for i in range(n)]
-                if x_axis == "epoch":
-                    xs = [r_["epoch"] for r_ in members[0].metrics[:n]]
-                else:
-                    xs, total = [], 0.0
-                    for i in range(n):
-                        total += statistics.fmean(r.metrics[i][r.clock] for r in members)
-                        xs.append(total)
+                xs, acc = mean_curve(members, x_axis)
                 style = {"full": "-", "adaptive-random": "--", "random": ":", "glister": "-."}.get(
                     members[0].selector, "-")
                 ax.plot(xs, [100 * a for a in acc], style, label=f"{short_label(label)} f={fraction:g} (n={len(members)})")
             ax.set_title(condition if condition != "-" else "", fontsize=9)
-            ax.set_xlabel("epoch" if x_axis == "epoch" else "training time, selection included (s)")
+            ax.set_xlabel("epoch" if x_axis == "epoch" else
+                          f"training time, selection included ({'CPU ' if runs[0].clock != 'epoch_time' else ''}s)")
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)

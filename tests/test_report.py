@@ -139,3 +139,15 @@ def test_cpu_clock_times_runs_by_their_cpu_seconds(npz_dir: Path, tmp_path: Path
     assert cli_main(["report", str(tmp_path / "runs"), "--clock", "cpu", "--no-plots", "--out", str(tmp_path / "r")]) == 0
     assert "epoch time (CPU s, selection incl.)" in (tmp_path / "r" / "report.md").read_text()
     assert json.loads((tmp_path / "r" / "report.json").read_text())["clock"] == "cpu"
+
+
+def test_curves_have_points_only_at_evaluated_epochs():
+    """With evaluation every 2nd epoch the curve has no zero-accuracy dips in between."""
+    from glister_train.report import mean_curve
+
+    runs = [_hand_run("adaptive-random", s, [1, 1, 1, 1], [0.5, 0.6, 0.7, 0.8]) for s in (0, 1)]
+    for r in runs:
+        for m in r.metrics[0::2]:
+            del m["test_acc"]
+    assert mean_curve(runs, "epoch") == ([2, 4], [0.6, 0.8])
+    assert mean_curve(runs, "time") == ([2.0, 4.0], [0.6, 0.8])
