@@ -379,6 +379,7 @@ def test_scores_from_training_records_contract():
     assert torch.bincount(train.y[a.indices], minlength=4).tolist() == budget_quotas(train.y, 20, 4).tolist()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.training
     assert a.stats["select_seen_share"] == 0.5
+    assert math.isfinite(a.stats["select_objective"]) and math.isfinite(a.stats["select_objective_random"])
     records["seen"][:] = True
     again = sel.redraw(a.cache, train, 20, generator=torch.Generator().manual_seed(4), records=records)
     assert again.stats["select_seen_share"] == 1.0 and len(torch.unique(again.indices)) == 20

@@ -374,7 +374,27 @@ class GlisterSelector:
         selection.stats.update(select_forward_time=forward_time, select_backend_build_time=self.build_time,
                                select_greedy_time=time.perf_counter() - start - forward_time,
                                select_objective_none=float(-F.cross_entropy(zv, val.y.cpu())))
+        if records is not None and records["seen"].any():  # the objective of the pass-scored modes, from the records
+            selection.stats.update(self._record_objectives(records, train.y.cpu(), cache, selection.indices))
         return selection
+
+    def _record_objectives(self, records: dict[str, torch.Tensor], y: torch.Tensor, cache: dict[str, torch.Tensor],
+                           chosen: torch.Tensor) -> dict[str, float]:
+        """``select_objective`` and ``select_objective_random`` (the GLISTER objective of the subset and of a random one
+        of the same size) over the examples the training pass has records of, as the pass-scored modes log them. A
+        diagnostic: its random subset comes from a generator of its own, so the run's draws are as without it."""
+        seen = records["seen"]
+        h, z = records["h"] - cache["mu"], records["logits"]
+        r = torch.softmax(z, 1)
+        r[torch.arange(len(r)), y] -= 1
+        zv = cache["zv"]
+        problem = LastLayerProblem(h, r, torch.zeros_like(y), cache["hv"], zv, cache["yv"], self.eta,
+                                   self.last_layer == "full", self.lookahead == "mean")
+        pick = chosen[seen[chosen]]
+        candidates = seen.nonzero().squeeze(1)
+        own = torch.Generator().manual_seed(len(candidates))
+        random_pick = candidates[torch.randperm(len(candidates), generator=own)[: len(pick)]]
+        return {"select_objective": problem.objective(pick), "select_objective_random": problem.objective(random_pick)}
 
     def _draw_from_records(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int,
                            records: dict[str, torch.Tensor] | None, generator: torch.Generator,
