@@ -75,7 +75,7 @@ class SelectionConfig:
     eta: float = 0.0  # lookahead step size; 0 = the initial learning rate
     pool_fraction: float = 1.0  # < 1: choose from a fresh random candidate pool of this share of the data
     sampling: str = "greedy"  # greedy (maximize the lookahead objective) | soft (draw per class from the gains)
-    temperature: float = 1.0  # soft: draw with probability ~ exp(standardized gain / temperature)
+    temperature: float = 1.0  # soft: draw with probability ~ exp(standardized gain / temperature); .inf: uniform
     uniform_share: float = 0.0  # soft: share of each class's quota drawn uniformly among the kept candidates
     drop_share: float = 0.0  # soft: exclude this lowest-gain share of each class first
     drop_negative: bool = False  # soft: exclude every candidate whose gain is negative (it opposes the validation set)
@@ -313,7 +313,7 @@ def validate(cfg: Config) -> Config:
     if s.score_source == "training" and s.sampling != "soft":
         raise ConfigError("selection.score_source: 'training' scores are drawn from, not maximized: it needs "
                           "--set selection.sampling=soft")
-    check(0 < s.temperature < math.inf, "selection.temperature", s.temperature, "a positive number")
+    check(0 < s.temperature, "selection.temperature", s.temperature, "a positive number, or .inf (uniform among the kept)")
     check(0 <= s.uniform_share <= 1, "selection.uniform_share", s.uniform_share, "in [0, 1]")
     check(0 <= s.drop_share < 1, "selection.drop_share", s.drop_share, "in [0, 1)")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")

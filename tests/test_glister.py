@@ -256,7 +256,7 @@ def test_draw_is_exact_seeded_and_follows_the_temperature():
     scores = torch.randn(2000, generator=g)
     groups = torch.arange(2000) % 4
     quotas = budget_quotas(groups, 300, 4)
-    for t, share in ((0.05, 0.0), (1.0, 0.0), (1.0, 0.3), (1e6, 0.0)):
+    for t, share in ((0.05, 0.0), (1.0, 0.0), (1.0, 0.3), (1e6, 0.0), (math.inf, 0.0)):
         keys = sampling_keys(scores, groups, quotas, temperature=t)
         a = draw(keys, groups, quotas, torch.Generator().manual_seed(1), share)
         b = draw(keys, groups, quotas, torch.Generator().manual_seed(1), share)
@@ -267,6 +267,8 @@ def test_draw_is_exact_seeded_and_follows_the_temperature():
     topk = set(top_within_quotas_ref(scores, groups, quotas))
     assert len(topk & set(cold.tolist())) >= 290  # a low temperature is nearly the per-class top-k
     assert abs(float(scores[hot].mean())) < 0.15  # a high one nearly uniform
+    uniform = sampling_keys(scores, groups, quotas, temperature=math.inf)
+    assert torch.equal(uniform, torch.zeros_like(uniform))  # inf: every kept candidate alike
 
 
 def top_within_quotas_ref(scores, groups, quotas):

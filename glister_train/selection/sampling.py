@@ -2,8 +2,8 @@
 
 Per class (budget group), the scores are standardized, divided by a temperature and perturbed with Gumbel
 noise; the top of the perturbed keys is then a draw without replacement with probabilities proportional
-to ``exp(z / T)`` (the Gumbel-top-k trick). ``T -> inf`` is a uniform random subset per class, ``T -> 0`` the
-top-k. A ``uniform_share`` of each class's quota is drawn uniformly among the kept candidates, and the
+to ``exp(z / T)`` (the Gumbel-top-k trick). ``T = inf`` is a uniform random subset per class (of the kept
+candidates), ``T -> 0`` the top-k. A ``uniform_share`` of each class's quota is drawn uniformly among the kept candidates, and the
 lowest-scoring candidates can be excluded first (``drop_share`` of each class, or every negative score):
 under label noise with a clean validation set those are the examples whose gradient opposes it.
 
