@@ -88,6 +88,9 @@ class SelectionConfig:
     val_gradient: str = "all"  # soft: gains against the whole validation gradient | own_class (its label's examples)
     drop_by: str = "gain"  # soft, drop_share: rank by gain | confidence (the model's probability of the label)
     drop_share_auto: bool = False  # soft: drop_share = the wrong-label rate the clean validation set implies
+    # score_source training, drop_share_auto: training images scored the validation set's way (eval mode,
+    # un-augmented) for that rate; 0 = from the training records (augmented, train mode, stale: biased upward)
+    agreement_sample: int = 0
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,7 @@ def validate(cfg: Config) -> Config:
     check(0 < s.temperature, "selection.temperature", s.temperature, "a positive number, or .inf (uniform among the kept)")
     check(0 <= s.uniform_share <= 1, "selection.uniform_share", s.uniform_share, "in [0, 1]")
     check(0 <= s.drop_share < 1, "selection.drop_share", s.drop_share, "in [0, 1)")
+    check(s.agreement_sample >= 0, "selection.agreement_sample", s.agreement_sample, ">= 0 (0: from the training records)")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
     check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")

@@ -68,6 +68,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
         center_features=s.center_features, backend=s.backend, score_source=score_source,
         val_gradient=s.val_gradient, drop_by=s.drop_by, drop_share_auto=s.drop_share_auto,
+        agreement_sample=s.agreement_sample,
         device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
 

@@ -439,3 +439,26 @@ def test_greedy_runs_where_the_problem_lives(mode):
 def test_greedy_on_a_gpu_picks_what_the_cpu_picks(mode):
     cpu, gpu = _greedy_on("cpu", mode), _greedy_on("cuda", mode)
     assert len(set(cpu.tolist()) & set(gpu.tolist())) >= 0.98 * len(cpu)  # float sums may break a near tie
+
+
+def test_the_wrong_label_share_from_an_eval_mode_sample_of_the_training_set():
+    """agreement_sample: the agreement with the training labels is measured as the validation accuracy is (eval mode,
+    un-augmented), not from the training records, whose random logits here would imply a large share."""
+    train, val = image_data(80), image_data(24, seed=1)
+    model = TinyNet(4, 4).train()
+    g = torch.Generator().manual_seed(0)
+    records = {"h": torch.rand(80, model.fc.in_features, generator=g), "logits": torch.randn(80, 4, generator=g) * 5,
+               "seen": torch.ones(80, dtype=torch.bool)}
+    options = dict(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
+                   score_source="training", drop_by="confidence", drop_share_auto=True)
+    sampled = GlisterSelector(**options, agreement_sample=80)
+    a = sampled.select_from_records(model, train, val, 20, records, generator=torch.Generator().manual_seed(3))
+    _, z = sampled.features(model, train.x)
+    _, zv = sampled.features(model, val.x)
+    agree, val_acc = float((z.argmax(1) == train.y).float().mean()), float((zv.argmax(1) == val.y).float().mean())
+    assert float(a.cache["agree"]) == pytest.approx(agree)
+    assert a.stats["select_drop_share"] == pytest.approx(min(0.9, max(0.0, 1 - agree / max(val_acc, 1e-6))))
+    assert model.training  # the sample pass leaves the model as it was
+    from_records = GlisterSelector(**options).select_from_records(model, train, val, 20, records,
+                                                                  generator=torch.Generator().manual_seed(3))
+    assert "agree" not in from_records.cache

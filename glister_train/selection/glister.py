@@ -188,15 +188,16 @@ def first_order_gains(h: torch.Tensor, r: torch.Tensor, y: torch.Tensor, hv: tor
 
 
 def confidence_drop(probs: torch.Tensor, y: torch.Tensor, val_logits: torch.Tensor, yv: torch.Tensor,
-                    share: float, estimate: bool) -> tuple[torch.Tensor, float]:
+                    share: float, estimate: bool, agree: float | None = None) -> tuple[torch.Tensor, float]:
     """(each candidate's probability of its own label, the share of each class to drop by it).
 
     With ``estimate`` the share is the wrong-label rate the clean validation set implies: a model that gets a
     share A of the (clean) validation set right but agrees with only a share a of the training labels, which it
-    has not memorized, sees about ``1 - a / A`` of them as wrong (0 on clean data, where a >= A)."""
+    has not memorized, sees about ``1 - a / A`` of them as wrong (0 on clean data, where a >= A). ``agree``: a
+    measured in the validation set's conditions (eval mode, un-augmented) when given, else from ``probs``."""
     confidence = probs[torch.arange(len(y)), y]
     if estimate:
-        agree = float((probs.argmax(1) == y).float().mean())
+        agree = float((probs.argmax(1) == y).float().mean()) if agree is None else agree
         val_acc = float((val_logits.argmax(1) == yv).float().mean())
         share = min(0.9, max(0.0, 1 - agree / max(val_acc, 1e-6)))
     return confidence, share
@@ -231,7 +232,8 @@ class GlisterSelector:
                  temperature: float = 1.0, uniform_share: float = 0.0, drop_share: float = 0.0,
                  drop_negative: bool = False, redraw: bool = False, center_features: bool = False,
                  backend: str = "eager", score_source: str = "pass", val_gradient: str = "all",
-                 drop_by: str = "gain", drop_share_auto: bool = False, device: str | torch.device = "cpu",
+                 drop_by: str = "gain", drop_share_auto: bool = False, agreement_sample: int = 0,
+                 device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 256):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
@@ -248,7 +250,7 @@ class GlisterSelector:
         self.val_gradient = val_gradient
         if drop_by not in DROP_BY:
             raise ValueError(f"drop_by={drop_by!r}: choose from {DROP_BY}")
-        self.drop_by, self.drop_share_auto = drop_by, drop_share_auto
+        self.drop_by, self.drop_share_auto, self.agreement_sample = drop_by, drop_share_auto, agreement_sample
         # the greedy has no scores to draw from again; training records change every epoch: always redraw
         self.redraws = (redraw and sampling == "soft") or score_source == "training"
         self.mean, self.std, self.eta = mean, std, eta
@@ -369,6 +371,13 @@ class GlisterSelector:
             raise NonFiniteSelection("non-finite validation features or logits")
         mu = hv.mean(0) if self.center_features else torch.zeros(hv.shape[1])
         cache = {"hv": hv - mu, "rv": val_residuals(zv, val.y.cpu()), "yv": val.y.cpu(), "mu": mu, "zv": zv}
+        if self.drop_share_auto and self.agreement_sample:
+            # the training records are augmented, train-mode and up to many epochs old, which makes the model look
+            # less sure of its training labels than of the validation set even on clean data (a biased estimate of
+            # the wrong-label share): measure the agreement the way the validation accuracy is measured instead
+            pick = torch.randperm(len(train), generator=generator)[: self.agreement_sample]
+            _, z = self.features(model, train.x[pick.to(train.x.device)])
+            cache["agree"] = torch.tensor(float((z.argmax(1) == train.y[pick.to(train.y.device)].cpu()).float().mean()))
         forward_time = time.perf_counter() - start
         selection = self._draw_from_records(cache, train, budget, records, generator)
         selection.stats.update(select_forward_time=forward_time, select_backend_build_time=self.build_time,
@@ -420,7 +429,8 @@ class GlisterSelector:
         rank, share = None, self.drop_share
         if seen.any() and (self.drop_by == "confidence" or self.drop_share_auto):
             probs = torch.softmax(records["logits"][seen], 1)
-            conf, share = self._drop_plan(probs, y[seen], cache["zv"], cache["yv"])
+            conf, share = self._drop_plan(probs, y[seen], cache["zv"], cache["yv"],
+                                          float(cache["agree"]) if "agree" in cache else None)
             rank = torch.ones(n)  # never-seen examples rank as fully confident: not dropped for want of a record
             rank[seen] = conf
         keys = sampling_keys(scores, groups, quotas, temperature=self.temperature, drop_share=share,
@@ -433,12 +443,12 @@ class GlisterSelector:
                                  select_seen_share=float(seen.float().mean()),
                                  select_kept_share=float(torch.isfinite(keys).float().mean()))
 
-    def _drop_plan(self, probs: torch.Tensor, y: torch.Tensor, zv: torch.Tensor,
-                   yv: torch.Tensor) -> tuple[torch.Tensor | None, float]:
+    def _drop_plan(self, probs: torch.Tensor, y: torch.Tensor, zv: torch.Tensor, yv: torch.Tensor,
+                   agree: float | None = None) -> tuple[torch.Tensor | None, float]:
         """What ranks the candidates for ``drop_share`` (None: the gains) and the share to drop."""
         if self.drop_by != "confidence" and not self.drop_share_auto:
             return None, self.drop_share
-        confidence, share = confidence_drop(probs, y, zv, yv, self.drop_share, self.drop_share_auto)
+        confidence, share = confidence_drop(probs, y, zv, yv, self.drop_share, self.drop_share_auto, agree)
         return (confidence if self.drop_by == "confidence" else None), share
 
     def num_groups(self, problem: LastLayerProblem) -> int:
