@@ -74,22 +74,24 @@ class SelectionConfig:
     lookahead: str = "sum"  # sum (the paper, CORDS) | mean (one SGD step on the subset's mean loss)
     eta: float = 0.0  # lookahead step size; 0 = the initial learning rate
     pool_fraction: float = 1.0  # < 1: choose from a fresh random candidate pool of this share of the data
-    sampling: str = "greedy"  # greedy (maximize the lookahead objective) | soft (draw per class from the gains)
-    temperature: float = 1.0  # soft: draw with probability ~ exp(standardized gain / temperature); .inf: uniform
+    sampling: str = "soft"  # greedy (maximize the lookahead objective) | soft (draw per class from the gains)
+    temperature: float = math.inf  # soft: draw with probability ~ exp(standardized gain / temperature); .inf: uniform
     uniform_share: float = 0.0  # soft: share of each class's quota drawn uniformly among the kept candidates
     drop_share: float = 0.0  # soft: exclude this lowest-gain share of each class first
     drop_negative: bool = False  # soft: exclude every candidate whose gain is negative (it opposes the validation set)
-    redraw: bool = False  # soft: draw a new subset every epoch from the last scores (no forward pass)
+    redraw: bool = True  # soft: draw a new subset every epoch from the last scores (no forward pass)
     center_features: bool = False  # gradients of the last layer in its centred parametrization (same model)
     backend: str = "eager"  # the selection's forward pass: eager | openvino (CPU; the [compile] extra)
     # soft: pass (a forward pass over the pool) | training (what training computed) | auto (training where it can:
     # one process, no torch.compile; else pass)
-    score_source: str = "pass"
+    score_source: str = "auto"
     val_gradient: str = "all"  # soft: gains against the whole validation gradient | own_class (its label's examples)
-    drop_by: str = "gain"  # soft, drop_share: rank by gain | confidence (the model's probability of the label)
-    drop_share_auto: bool = False  # soft: drop_share = the wrong-label rate the clean validation set implies
+    drop_by: str = "confidence"  # soft, drop_share: rank by gain | confidence (the model's probability of the label)
+    drop_share_auto: bool = True  # soft: drop_share = the wrong-label rate the clean validation set implies
     # score_source training, drop_share_auto: training images scored the validation set's way (eval mode,
-    # un-augmented) for that rate; 0 = from the training records (augmented, train mode, stale: biased upward)
+    # un-augmented) for that rate; 0 = from the training records (augmented, train mode, stale: biased upward).
+    # 0 here, what runs written before this key existed did (their config.yaml is read on top of these
+    # defaults, so a key added later must default to the old behaviour); base.yaml sets 1000 for new runs.
     agreement_sample: int = 0
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from glister_train import config as C
 from glister_train.cli import resolve_config, train_parser
@@ -98,3 +99,14 @@ def test_presets_are_found_in_an_installed_package(tmp_path, monkeypatch):
     monkeypatch.setattr(resources, "files", lambda package: MultiplexedPath(installed))
     assert C.configs_dir() == installed
     assert C.load_preset("smoke").train.epochs == 2
+
+
+def test_a_run_written_before_a_key_existed_reads_back_as_it_ran(tmp_path: Path):
+    """Keys added later default (in the dataclass) to the behaviour runs had before them; base.yaml may differ."""
+    cfg = C.to_dict(resolve("--preset", "smoke"))
+    for key in ("agreement_sample", "first_subset"):
+        del cfg["selection"][key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    old = C.load_file(tmp_path / "config.yaml")
+    assert old.selection.agreement_sample == 0 and old.selection.first_subset == "auto"
+    assert resolve("--preset", "smoke").selection.agreement_sample == 1000  # new runs: base.yaml
