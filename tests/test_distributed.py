@@ -43,8 +43,9 @@ def torchrun(*args: str, script: Path | None = None, check: bool = True) -> subp
 def config_file(tmp_path: Path, data: Path, **sections) -> Path:
     from glister_train import config as C
 
-    cfg = tiny_config(data, train={"epochs": 3}, selection={"selector": "glister", "fraction": 0.5, "select_every": 1},
-                      **sections)
+    # score_source pass: one process would otherwise score from its training pass (auto), which torchrun cannot
+    cfg = tiny_config(data, train={"epochs": 3}, selection={"selector": "glister", "fraction": 0.5, "select_every": 1,
+                                                            "score_source": "pass"}, **sections)
     path = tmp_path / "cfg.yaml"
     path.write_text(C.to_yaml(cfg))
     return path

@@ -95,15 +95,15 @@ def test_runs_are_grouped_by_condition_and_labelled_by_what_differs():
 
     runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.6], **{"selection.select_every": 3}),
             _hand_run("adaptive-random", 0, [1, 1], [0.5, 0.65], **{"selection.select_every": 1}),
-            _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3, "selection.sampling": "soft"}),
+            _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3, "selection.sampling": "greedy"}),
             _hand_run("adaptive-random", 0, [1, 1], [0.4, 0.5], **{"selection.select_every": 1,
                                                                    "data.label_noise": 0.4})]
     rows = table(runs)
     assert {(r["condition"], r["label"]) for r in rows} == {
         ("label_noise=0.0", "adaptive-random select_every=3"), ("label_noise=0.0", "adaptive-random select_every=1"),
-        ("label_noise=0.0", "glister sampling=soft select_every=3"),
+        ("label_noise=0.0", "glister sampling=greedy select_every=3"),
         ("label_noise=0.4", "adaptive-random select_every=1")}
-    soft = next(r for r in rows if r["label"] == "glister sampling=soft select_every=3")
+    soft = next(r for r in rows if r["label"] == "glister sampling=greedy select_every=3")
     # compared with the better of random's two schedules, in its own condition only
     assert soft["random_label"] == "adaptive-random select_every=1"
     assert soft["vs_adaptive_random"] == pytest.approx(0.64 - 0.65)
@@ -115,7 +115,7 @@ def test_random_baselines_best_schedule_is_chosen_on_validation_not_test():
 
     runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.60], val_acc=0.62, **{"selection.select_every": 3}),
             _hand_run("adaptive-random", 0, [1, 1], [0.5, 0.65], val_acc=0.58, **{"selection.select_every": 1}),
-            _hand_run("glister", 0, [1, 1], [0.5, 0.63], **{"selection.select_every": 3, "selection.sampling": "soft"})]
+            _hand_run("glister", 0, [1, 1], [0.5, 0.63], **{"selection.select_every": 3, "selection.sampling": "greedy"})]
     soft = next(r for r in table(runs) if r["selector"] == "glister")
     assert soft["random_label"] == "adaptive-random select_every=3"
     assert soft["vs_adaptive_random"] == pytest.approx(0.63 - 0.60)

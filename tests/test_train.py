@@ -230,7 +230,7 @@ def test_score_source_auto_reads_the_training_pass_in_one_process(npz_dir: Path)
     splits = load_splits(tiny_config(npz_dir).data)
     soft = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "score_source": "auto"})
     assert selector_for(soft, splits, resolve_runtime(soft.runtime)).score_source == "training"
-    greedy = tiny_config(npz_dir, selection={"selector": "glister", "score_source": "auto"})
+    greedy = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "greedy", "score_source": "auto"})
     assert selector_for(greedy, splits, resolve_runtime(greedy.runtime)).score_source == "pass"
     compiled = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "score_source": "auto"},
                            runtime={"compile": True})
