@@ -55,7 +55,7 @@ def test_run_folder_contents(npz_dir: Path, tmp_path: Path):
     assert model(torch.zeros(1, 3, 12, 12)).shape == (1, 4)
 
 
-SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "redraw": True, "select_every": 2}
+SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "redraw": True, "select_every": 2, "score_source": "pass"}
 FROM_TRAINING = {"selector": "glister", "sampling": "soft", "score_source": "training", "select_every": 2,
                  "center_features": True}
 
