@@ -268,17 +268,22 @@ def against_random(groups, condition: str, fraction: float, members: list[RunRec
     candidates = [g for (c, _, f), g in groups.items()
                   if c == condition and f == fraction and g[0].selector == "adaptive-random"]
     if not candidates or selector in ("adaptive-random", "full"):
-        return {"random_label": None, "vs_adaptive_random": None, "equal_time_acc": None,
+        return {"random_label": None, "compared_seeds": [], "vs_adaptive_random": None, "equal_time_acc": None,
                 "equal_time_random_acc": None, "equal_time_seconds": None, "vs_adaptive_random_equal_time": None,
                 "verdict_equal_epochs": "-", "verdict_equal_time": "-"}
     best = max(candidates, key=lambda g: statistics.fmean(r.summary.get("final_val_acc") or 0.0 for r in g))
+    shared = {r.seed for r in members} & {r.seed for r in best}
+    if shared:  # compare seed with seed: cells still filling up would otherwise compare different seeds
+        members, best = [r for r in members if r.seed in shared], [r for r in best if r.seed in shared]
+        std = _mean_std([r.summary["final_test_acc"] for r in members])[1]
     rnd_final = _mean_std([r.summary["final_test_acc"] for r in best])
     own = statistics.fmean(r.summary["final_test_acc"] for r in members)
     spread = std + rnd_final[1]
     seeded = len(members) > 1 and len(best) > 1  # one seed has no spread to judge a difference by
     timed = equal_time(members, best)
     diff_time = timed[0] - timed[1] if timed else None
-    return {"random_label": best[0].label, "vs_adaptive_random": own - rnd_final[0],
+    return {"random_label": best[0].label, "compared_seeds": sorted(r.seed for r in members),
+            "vs_adaptive_random": own - rnd_final[0],
             "equal_time_acc": timed[0] if timed else None, "equal_time_random_acc": timed[1] if timed else None,
             "equal_time_seconds": timed[2] if timed else None, "vs_adaptive_random_equal_time": diff_time,
             "verdict_equal_epochs": verdict(own - rnd_final[0], spread) if seeded else "1 seed",

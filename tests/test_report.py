@@ -151,3 +151,14 @@ def test_curves_have_points_only_at_evaluated_epochs():
             del m["test_acc"]
     assert mean_curve(runs, "epoch") == ([2, 4], [0.6, 0.8])
     assert mean_curve(runs, "time") == ([2.0, 4.0], [0.6, 0.8])
+
+
+def test_the_comparison_pairs_seeds_when_the_cells_share_some():
+    """Seed 1 of a selector against random's seeds 0 and 1: only seed 1 is compared."""
+    from glister_train.report import table
+
+    runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.70]), _hand_run("adaptive-random", 1, [1, 1], [0.5, 0.60]),
+            _hand_run("glister", 1, [1, 1], [0.5, 0.62])]
+    row = next(r for r in table(runs) if r["selector"] == "glister")
+    assert row["compared_seeds"] == [1]
+    assert row["vs_adaptive_random"] == pytest.approx(0.02) and row["vs_adaptive_random_equal_time"] == pytest.approx(0.02)
