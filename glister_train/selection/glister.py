@@ -393,12 +393,9 @@ class GlisterSelector:
         of the same size) over the examples the training pass has records of, as the pass-scored modes log them. A
         diagnostic: its random subset comes from a generator of its own, so the run's draws are as without it."""
         seen = records["seen"]
-        h, z = records["h"] - cache["mu"], records["logits"]
-        r = torch.softmax(z, 1)
-        r[torch.arange(len(r)), y] -= 1
-        zv = cache["zv"]
-        problem = LastLayerProblem(h, r, torch.zeros_like(y), cache["hv"], zv, cache["yv"], self.eta,
-                                   self.last_layer == "full", self.lookahead == "mean")
+        r = val_residuals(records["logits"], y)  # p - onehot(y): the same residual, here of the training records
+        problem = LastLayerProblem(records["h"] - cache["mu"], r, torch.zeros_like(y), cache["hv"], cache["zv"],
+                                   cache["yv"], self.eta, self.last_layer == "full", self.lookahead == "mean")
         pick = chosen[seen[chosen]]
         candidates = seen.nonzero().squeeze(1)
         own = torch.Generator().manual_seed(len(candidates))
