@@ -33,12 +33,21 @@ class Runtime:
         return f"device={self.device} precision={self.precision} channels_last={self.channels_last} threads={self.threads}"
 
 
-def cpu_has_amx() -> bool:
-    """AMX tiles run bf16 matrix products several times faster than fp32 (Sapphire Rapids and later)."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+# CPU flags of native bf16 matrix products: Intel's AMX tiles (Sapphire Rapids and later) and AVX-512 BF16
+# (Cooper Lake; AMD Zen 4 and later). Measured with channels_last: training 1.7-2.0x and inference 2.0x faster
+# than fp32 on an AMD EPYC with avx512_bf16, 1.7-2.5x on an Intel Xeon with AMX (experiments/README.md).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU (or the given /proc/cpuinfo text) multiplies bf16 matrices natively."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def available_cores() -> int:
@@ -57,7 +66,7 @@ def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
         raise ConfigError("runtime.device: 'cuda' was asked for but no CUDA device is visible; use --set runtime.device=cpu")
     precision = cfg.precision
     if precision == "auto":
-        fast_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_amx()
+        fast_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_fast_bf16()
         precision = "bf16" if fast_bf16 else "fp32"
     # torchrun starts LOCAL_WORLD_SIZE processes per machine: they share its cores
     threads = cfg.threads or max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runtime import cpu_has_amx
+from ..runtime import cpu_has_fast_bf16
 from .export import INPUT_NAME, export_onnx, export_torchscript, require
 
 TVM_TARGETS = {
@@ -117,7 +117,7 @@ def build_onnxruntime_int8(model: nn.Module, ctx: BuildContext, out: Path) -> Co
 
 def openvino_precision(precision: str) -> str:
     if precision == "auto":
-        return "bf16" if cpu_has_amx() else "f32"
+        return "bf16" if cpu_has_fast_bf16() else "f32"
     return {"fp32": "f32", "bf16": "bf16"}[precision]
 
 

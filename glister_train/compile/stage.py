@@ -48,7 +48,7 @@ def compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="llvm", choices=list(TVM_TARGETS),
                    help="tvm: llvm compiles for this CPU; aarch64 cross-compiles for 64-bit ARM (not run) [llvm]")
     p.add_argument("--precision", default="auto", choices=C.PRECISIONS,
-                   help="openvino inference precision; auto = bf16 on AMX CPUs [auto]")
+                   help="openvino inference precision; auto = bf16 on CPUs with AMX or AVX-512 BF16 [auto]")
     p.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder (must be new or empty)")
     p.add_argument("--data-dir", help="dataset for verification and int8 calibration [the model's run config]")
     p.add_argument("--test-limit", type=int, default=0, help="verify on the first N test images (0 = all) [0]")

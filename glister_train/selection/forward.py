@@ -4,8 +4,9 @@ It is inference (eval mode, no autograd, fixed shapes), so it need not run throu
 
 - ``eager``: the model itself, under bf16 autocast where the precision says so;
 - ``openvino``: the feature extractor converted to OpenVINO from the current weights at every selection
-  (the conversion is counted in the selection's time), bf16 on CPUs with AMX. On this machine's CPU at width
-  16 its run was 1.85x faster than eager bf16 but the conversion took 9.2 s (experiments/results/bench_selection_backend.json).
+  (the conversion is counted in the selection's time), bf16 on CPUs with AMX or AVX-512 BF16. On an Intel Xeon
+  (AMX) at width 16 its run was 1.85x faster than eager bf16 but the conversion took 9.2 s
+  (experiments/results/bench_selection_backend.json).
 
 Both return float32 features; the ranking built on them is checked against eager fp32 in the tests.
 """
