@@ -104,7 +104,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     eval_every: int = 1  # evaluate on validation and test every N epochs (and always at the end)
-    eval_batch_size: int = 256  # measured fastest for inference on this CPU (experiments/README.md, "CPU speed")
+    eval_batch_size: int = 128  # measured fastest for inference on both CPUs here (experiments/README.md, "CPU speed")
     capture_epochs: int = 0  # > 0: collect per-filter statistics (capture.pt) during the last N epochs, for pruning
 
 
