@@ -93,6 +93,10 @@ class SelectionConfig:
     # 0 here, what runs written before this key existed did (their config.yaml is read on top of these
     # defaults, so a key added later must default to the old behaviour); base.yaml sets 1000 for new runs.
     agreement_sample: int = 0
+    # score_source training, temperature inf: per class, examples whose latest training loss is above the class mean
+    # are drawn this many times as often as the rest, with importance weights that keep the gradient unbiased
+    # (InfoBatch's idea at a fixed budget); 1 = off
+    hard_ratio: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,8 @@ def validate(cfg: Config) -> Config:
     check(0 <= s.uniform_share <= 1, "selection.uniform_share", s.uniform_share, "in [0, 1]")
     check(0 <= s.drop_share < 1, "selection.drop_share", s.drop_share, "in [0, 1)")
     check(s.agreement_sample >= 0, "selection.agreement_sample", s.agreement_sample, ">= 0 (0: from the training records)")
+    check(s.hard_ratio >= 1 and (s.hard_ratio == 1 or (s.sampling == "soft" and math.isinf(s.temperature))),
+          "selection.hard_ratio", s.hard_ratio, ">= 1; above 1 only with sampling soft and temperature .inf")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
     check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")

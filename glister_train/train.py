@@ -56,6 +56,9 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
     if score_source == "training" and (distributed.active() or cfg.runtime.compile):
         raise ConfigError("selection.score_source: 'training' reads the training pass's features, which it cannot "
                           "under torchrun (each rank sees its share) or torch.compile; use --set selection.score_source=pass")
+    if s.hard_ratio > 1 and score_source != "training":
+        raise ConfigError(f"selection.hard_ratio: {s.hard_ratio!r} reads the training pass's losses, which this run "
+                          f"does not keep (score_source resolves to {score_source!r}); use --set selection.hard_ratio=1")
     if s.backend == "openvino":  # checked now, not at the first selection with the run folder half written
         if runtime.device.type != "cpu":
             raise ConfigError(f"selection.backend: 'openvino' runs on the CPU, not on {runtime.device.type}; "
@@ -68,7 +71,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
         center_features=s.center_features, backend=s.backend, score_source=score_source,
         val_gradient=s.val_gradient, drop_by=s.drop_by, drop_share_auto=s.drop_share_auto,
-        agreement_sample=s.agreement_sample,
+        agreement_sample=s.agreement_sample, hard_ratio=s.hard_ratio,
         device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
 

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from glister_train.data import ImageData
 from glister_train.models import TinyNet
 from glister_train.selection.glister import GlisterSelector, LastLayerProblem, budget_quotas, greedy
+from glister_train.selection.sampling import draw_hard_boosted
 
 
 def clusters(n: int, classes: int = 4, dim: int = 6, noise: float = 0.0, seed: int = 0, draw: int = 0):
@@ -462,3 +463,62 @@ def test_the_wrong_label_share_from_an_eval_mode_sample_of_the_training_set():
     from_records = GlisterSelector(**options).select_from_records(model, train, val, 20, records,
                                                                   generator=torch.Generator().manual_seed(3))
     assert "agree" not in from_records.cache
+
+
+def test_hard_boosted_draws_are_exact_and_their_weighted_sums_unbiased():
+    """hard_ratio: exact quotas per class, hard examples drawn `ratio` times as often as easy ones, weights averaging
+    1 per class, and a weighted sum over the subset whose mean over draws is the kept candidates' mean (unbiased)."""
+    g = torch.Generator().manual_seed(0)
+    groups = torch.arange(300) % 3
+    losses = torch.rand(300, generator=g) ** 3  # skewed: fewer examples above their class mean
+    kept = torch.rand(300, generator=g) > 0.1
+    quotas = torch.tensor([20, 20, 19])
+    values = 5 * losses + torch.randn(300, generator=g)  # correlated with the loss: unweighted draws would be biased
+    estimates, hard_rates, easy_rates = [], [], []
+    for seed in range(400):
+        pos, w = draw_hard_boosted(losses, kept, groups, quotas, 3.0, torch.Generator().manual_seed(seed))
+        assert len(torch.unique(pos)) == len(pos) == 59 and bool(kept[pos].all())
+        assert torch.bincount(groups[pos], minlength=3).tolist() == quotas.tolist()
+        for c in range(3):
+            assert float(w[groups[pos] == c].mean()) == pytest.approx(1.0, abs=1e-5)
+        c0 = (groups == 0) & kept
+        hard = c0 & (losses >= losses[c0].mean())
+        chosen = torch.zeros(300, dtype=torch.bool)
+        chosen[pos] = True
+        hard_rates.append(float(chosen[hard].float().mean()))
+        easy_rates.append(float(chosen[c0 & ~hard].float().mean()))
+        mask = groups[pos] == 0
+        estimates.append(float((w[mask] * values[pos][mask]).mean()))
+    assert sum(hard_rates) / sum(easy_rates) == pytest.approx(3.0, rel=0.1)
+    c0 = (groups == 0) & kept
+    assert sum(estimates) / len(estimates) == pytest.approx(float(values[c0].mean()), abs=0.03)
+    again = draw_hard_boosted(losses, kept, groups, quotas, 3.0, torch.Generator().manual_seed(7))
+    once = draw_hard_boosted(losses, kept, groups, quotas, 3.0, torch.Generator().manual_seed(7))
+    assert torch.equal(again[0], once[0]) and torch.equal(again[1], once[1])
+
+
+def test_the_selector_boosts_high_loss_records_with_weights():
+    train, val = image_data(80), image_data(24, seed=1)
+    model = TinyNet(4, 4).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    options = dict(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
+                   score_source="training", temperature=math.inf)
+    sel = GlisterSelector(**options, hard_ratio=4.0)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(80, 4, generator=g) * 3
+    records = {"h": torch.rand(80, model.fc.in_features, generator=g), "logits": logits, "seen": torch.ones(80, dtype=bool)}
+    a = sel.select_from_records(model, train, val, 24, records, generator=torch.Generator().manual_seed(3))
+    b = sel.select_from_records(model, train, val, 24, records, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.weights, b.weights)
+    assert len(torch.unique(a.indices)) == 24 and torch.equal(a.indices, torch.sort(a.indices).values)
+    assert torch.bincount(train.y[a.indices], minlength=4).tolist() == budget_quotas(train.y, 24, 4).tolist()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.training
+    loss = F.cross_entropy(logits, train.y, reduction="none")
+    chosen_loss = float(loss[a.indices].mean())
+    assert chosen_loss > float(loss.mean())  # high-loss examples are drawn more often ...
+    assert float(a.weights.mean()) == pytest.approx(1.0, abs=1e-5) and float(a.weights.min()) < 1 < float(a.weights.max())
+    assert float((a.weights * loss[a.indices]).mean()) < chosen_loss  # ... and weighted down
+    redrawn = sel.redraw(a.cache, train, 24, generator=torch.Generator().manual_seed(4), records=records)
+    assert not bool((redrawn.weights == 1).all())
+    with pytest.raises(ValueError, match="hard_ratio"):
+        GlisterSelector(**{**options, "temperature": 1.0}, hard_ratio=2.0)

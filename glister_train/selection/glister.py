@@ -41,7 +41,7 @@ from ..errors import NonFiniteSelection
 from .base import Selection
 from .forward import feature_function
 from .quotas import budget_quotas, top_within_quotas
-from .sampling import draw, sampling_keys
+from .sampling import draw, draw_hard_boosted, sampling_keys
 
 # ---------------------------------------------------------------- the objective and its gradient
 
@@ -233,7 +233,7 @@ class GlisterSelector:
                  drop_negative: bool = False, redraw: bool = False, center_features: bool = False,
                  backend: str = "eager", score_source: str = "pass", val_gradient: str = "all",
                  drop_by: str = "gain", drop_share_auto: bool = False, agreement_sample: int = 0,
-                 device: str | torch.device = "cpu",
+                 hard_ratio: float = 1.0, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 128):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
@@ -251,6 +251,10 @@ class GlisterSelector:
         if drop_by not in DROP_BY:
             raise ValueError(f"drop_by={drop_by!r}: choose from {DROP_BY}")
         self.drop_by, self.drop_share_auto, self.agreement_sample = drop_by, drop_share_auto, agreement_sample
+        if hard_ratio < 1 or (hard_ratio > 1 and (score_source != "training" or not math.isinf(temperature))):
+            raise ValueError(f"hard_ratio={hard_ratio!r}: 1 (off), or > 1 with score_source='training' (it reads the "
+                             f"training pass's losses) and temperature=inf (got {score_source!r}, {temperature!r})")
+        self.hard_ratio = hard_ratio
         # the greedy has no scores to draw from again; training records change every epoch: always redraw
         self.redraws = (redraw and sampling == "soft") or score_source == "training"
         self.mean, self.std, self.eta = mean, std, eta
@@ -433,12 +437,21 @@ class GlisterSelector:
         keys = sampling_keys(scores, groups, quotas, temperature=self.temperature, drop_share=share,
                              drop_negative=self.drop_negative, drop_rank=rank)
         keys[~seen] = 0.0  # unknown examples are drawn at the class's average rate, never excluded
-        stats = {**stats, "select_drop_share": share}
+        stats = {**stats, "select_drop_share": share,
+                 "select_positive_gain_share": float((scores[seen] > 0).float().mean()) if seen.any() else 0.0,
+                 "select_seen_share": float(seen.float().mean()), "select_kept_share": float(torch.isfinite(keys).float().mean())}
+        if self.hard_ratio > 1 and seen.any():
+            losses = torch.zeros(n)
+            losses[seen] = F.cross_entropy(records["logits"][seen], y[seen], reduction="none")
+            num = len(quotas)
+            total = torch.zeros(num).index_add_(0, groups[seen], losses[seen])
+            losses[~seen] = (total / torch.bincount(groups[seen], minlength=num).clamp_min(1))[groups[~seen]]
+            order, weights = draw_hard_boosted(losses, torch.isfinite(keys), groups, quotas, self.hard_ratio, generator)
+            sort = torch.argsort(order)
+            stats["select_weight_max"] = float(weights.max())
+            return Selection(order[sort], weights[sort].float(), stats, cache)
         order = draw(keys, groups, quotas, generator, self.uniform_share)
-        return Selection.uniform(torch.sort(order).values, cache, **stats,
-                                 select_positive_gain_share=float((scores[seen] > 0).float().mean()) if seen.any() else 0.0,
-                                 select_seen_share=float(seen.float().mean()),
-                                 select_kept_share=float(torch.isfinite(keys).float().mean()))
+        return Selection.uniform(torch.sort(order).values, cache, **stats)
 
     def _drop_plan(self, probs: torch.Tensor, y: torch.Tensor, zv: torch.Tensor, yv: torch.Tensor,
                    agree: float | None = None) -> tuple[torch.Tensor | None, float]:

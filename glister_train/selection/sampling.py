@@ -9,6 +9,9 @@ under label noise with a clean validation set those are the examples whose gradi
 
 The keys depend only on the scores, so a new subset can be drawn from them every epoch (``redraw``)
 without another forward pass.
+
+``draw_hard_boosted`` (``hard_ratio``) draws uniformly within two strata per class instead, the examples whose
+latest training loss is above their class's mean drawn more often, and returns importance weights with the subset.
 """
 
 from __future__ import annotations
@@ -72,4 +75,35 @@ def draw(keys: torch.Tensor, groups: torch.Tensor, quotas: torch.Tensor, generat
     return torch.cat([soft, top_within_quotas(rest, groups, uniform, int(uniform.sum()))])
 
 
-__all__ = ["budget_quotas", "draw", "sampling_keys"]
+def draw_hard_boosted(losses: torch.Tensor, kept: torch.Tensor, groups: torch.Tensor, quotas: torch.Tensor,
+                      ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions, weights): per class, the kept candidates whose loss is at least their class's mean ("hard") are
+    drawn ``ratio`` times as often as the rest, uniformly within each of the two strata, with importance weights
+    (the uniform inclusion rate over each one's own) so that the weighted subset's gradient is an unbiased estimate
+    of the kept candidates' mean gradient, as InfoBatch keeps its pruned loss unbiased; the weights average 1."""
+    positions, weights = [], []
+    for c in range(len(quotas)):
+        quota = int(quotas[c])
+        if quota == 0:
+            continue
+        members = torch.nonzero((groups == c) & kept).squeeze(1)
+        if len(members) < quota:  # fewer kept than the quota (sampling_keys never leaves it so): all candidates
+            members = torch.nonzero(groups == c).squeeze(1)
+        class_losses = losses[members]
+        hard = members[class_losses >= class_losses.mean()]
+        easy = members[class_losses < class_losses.mean()]
+        # inclusion rates: hard = ratio x easy, with rate(hard) |H| + rate(easy) |E| = quota and rate(hard) <= 1
+        easy_rate = quota / (ratio * len(hard) + len(easy))
+        take_hard = min(len(hard), round(ratio * easy_rate * len(hard)))
+        take_easy = quota - take_hard
+        if take_easy > len(easy):
+            take_easy, take_hard = len(easy), quota - len(easy)
+        base = quota / len(members)  # each candidate's inclusion rate under a uniform draw
+        for stratum, take in ((hard, take_hard), (easy, take_easy)):
+            if take:
+                positions.append(stratum[torch.randperm(len(stratum), generator=generator)[:take]])
+                weights.append(torch.full((take,), base * len(stratum) / take))
+    return torch.cat(positions), torch.cat(weights)
+
+
+__all__ = ["budget_quotas", "draw", "draw_hard_boosted", "sampling_keys"]
