@@ -174,7 +174,7 @@ def main() -> None:
                          records_s=records_s and round(records_s, 2), speedup_vs_cords=speedup and round(speedup, 1),
                          objective=round(objective, 4), objective_random=round(random_obj, 4), pool=args.pool,
                          val=args.val, budget=args.budget, width=args.width, threads=torch.get_num_threads(),
-                         precision=rt.precision))
+                         precision="fp32" if way == "cords" else rt.precision))  # CORDS has no autocast
         fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
         print(f"{way:>14} {seconds:9.2f} {fmt(forward_s, '9.2f'):>9} {fmt(records_s, '9.2f'):>9} "
               f"{fmt(speedup, '7.1f'):>7}x {objective:10.4f} {random_obj:10.4f}", flush=True)
