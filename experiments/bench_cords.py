@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--cords-batch", type=int, default=20, help="CORDS' CIFAR-10 GLISTER config's loader batch")
     p.add_argument("--ways", nargs="+", default=["cords", "pass", "pass-openvino", "default"],
                    choices=["cords", "pass", "pass-openvino", "default"])
+    p.add_argument("--eval-batch", type=int, default=64, help="this project's forward batch (train.eval_batch_size on a CPU)")
     p.add_argument("--randoms", type=int, default=5)
     p.add_argument("--json")
     args = p.parse_args()
@@ -149,7 +150,8 @@ def main() -> None:
             chosen, seconds = time_cords(net, pool, val, args.budget, mean, std, args)
             cords_s = seconds
         else:
-            common = dict(mean=mean, std=std, eta=args.eta, precision=rt.precision, channels_last=rt.channels_last)
+            common = dict(mean=mean, std=std, eta=args.eta, precision=rt.precision, channels_last=rt.channels_last,
+                          batch_size=args.eval_batch)
             gen = torch.Generator().manual_seed(2)
             if way == "default":
                 sel = GlisterSelector(**common, sampling="soft", temperature=float("inf"), redraw=True,

@@ -108,7 +108,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     eval_every: int = 1  # evaluate on validation and test every N epochs (and always at the end)
-    eval_batch_size: int = 128  # measured fastest for inference on both CPUs here (experiments/README.md, "CPU speed")
+    eval_batch_size: int = 0  # 0 = auto: 64 on a CPU (measured fastest there: experiments/README.md, "CPU speed"), 256 on a GPU
     capture_epochs: int = 0  # > 0: collect per-filter statistics (capture.pt) during the last N epochs, for pruning
 
 
@@ -330,7 +330,7 @@ def validate(cfg: Config) -> Config:
           "selection.hard_ratio", s.hard_ratio, ">= 1; above 1 only with sampling soft and temperature .inf")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
-    check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
+    check(t.eval_batch_size >= 0, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1, or 0 for the device's default")
     check(t.lr > 0 and math.isfinite(t.lr), "train.lr", t.lr, "a positive number")
     check(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
     check(0 <= t.weight_decay < math.inf, "train.weight_decay", t.weight_decay, "a finite number >= 0")

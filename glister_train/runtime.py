@@ -29,6 +29,11 @@ class Runtime:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    def eval_batch(self, requested: int) -> int:
+        """The inference batch (evaluation, selection forward): ``requested``, or for 0 what measured fastest on
+        a CPU here (64; 20-50% faster than 256 on an AMD EPYC, and 128 beat 256 on an Intel Xeon), 256 on a GPU."""
+        return requested or (64 if self.device.type == "cpu" else 256)
+
     def describe(self) -> str:
         return f"device={self.device} precision={self.precision} channels_last={self.channels_last} threads={self.threads}"
 

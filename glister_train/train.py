@@ -73,7 +73,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         val_gradient=s.val_gradient, drop_by=s.drop_by, drop_share_auto=s.drop_share_auto,
         agreement_sample=s.agreement_sample, hard_ratio=s.hard_ratio,
         device=runtime.device, precision=runtime.precision,
-        channels_last=runtime.channels_last, batch_size=cfg.train.eval_batch_size)
+        channels_last=runtime.channels_last, batch_size=runtime.eval_batch(cfg.train.eval_batch_size))
 
 
 def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: bool = True) -> AdaptiveSubsetLoader:
@@ -199,7 +199,7 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     epoch_cpu_time = time.process_time() - cpu_start
     metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
     if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-        metrics.update(evaluate_splits(model, state.splits, state.rt, t.eval_batch_size))
+        metrics.update(evaluate_splits(model, state.splits, state.rt, state.rt.eval_batch(t.eval_batch_size)))
         if not math.isfinite(metrics.get("val_loss", 0.0)):  # never keep a checkpoint of a broken model as good
             raise TrainingDiverged(epoch + 1, 0, metrics["val_loss"], "the validation loss")
     metrics.update(epoch_time=epoch_time, epoch_cpu_time=epoch_cpu_time, select_time=select_time,

@@ -24,3 +24,9 @@ def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch, fast, precision)
         torch.set_num_threads(threads)
     assert rt.precision == precision
     assert runtime.resolve_runtime(RuntimeConfig(device="cpu", precision="fp32", threads=threads)).precision == "fp32"
+
+
+def test_the_inference_batch_is_the_devices_default_unless_set():
+    cpu = runtime.Runtime(torch.device("cpu"), "fp32", True, 1)
+    gpu = runtime.Runtime(torch.device("cuda"), "bf16", True, 1)
+    assert (cpu.eval_batch(0), gpu.eval_batch(0), cpu.eval_batch(200)) == (64, 256, 200)

@@ -205,7 +205,7 @@ def prune(model: nn.Module, arch: dict[str, Any], splits: Splits, cfg: C.Config,
 
     ``run``: the run folder the model came from, whose ``capture.pt`` is used when it fits."""
     rt = resolve_runtime(cfg.runtime)
-    bs = cfg.train.eval_batch_size
+    bs = rt.eval_batch(cfg.train.eval_batch_size)
     out.mkdir(parents=True, exist_ok=True)
     times = {"capture": 0.0, "prune": 0.0, "retrain": 0.0}
     rows = [measure("before pruning", model, splits, rt, bs)]

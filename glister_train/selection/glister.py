@@ -234,7 +234,7 @@ class GlisterSelector:
                  backend: str = "eager", score_source: str = "pass", val_gradient: str = "all",
                  drop_by: str = "gain", drop_share_auto: bool = False, agreement_sample: int = 0,
                  hard_ratio: float = 1.0, device: str | torch.device = "cpu",
-                 precision: str = "fp32", channels_last: bool = False, batch_size: int = 128):
+                 precision: str = "fp32", channels_last: bool = False, batch_size: int = 64):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
                              f"sampling={sampling!r}: choose from {GREEDY}, {LAST_LAYER}, {LOOKAHEAD}, {SAMPLING}")
