@@ -28,11 +28,23 @@ def _commit() -> str | None:
         return None
 
 
+@lru_cache(maxsize=1)
+def cpu_name() -> str | None:
+    """The CPU's model name: timings and the auto precision depend on it (platform.processor() is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
     try:
         version = metadata.version("glister-train")
     except metadata.PackageNotFoundError:
         version = None
     return {"glister_train": version, "git_commit": _commit(), "torch": torch.__version__,
-            "python": sys.version.split()[0], "platform": platform.platform(), "cpu": platform.processor() or None,
+            "python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_name(),
             "device": str(device) if device is not None else None, "threads": torch.get_num_threads()}

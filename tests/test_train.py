@@ -210,7 +210,7 @@ def test_summary_records_provenance(npz_dir: Path, tmp_path: Path):
     train_run(tiny_config(npz_dir), tmp_path / "run", log=quiet)
     prov = json.loads((tmp_path / "run" / "summary.json").read_text())["provenance"]
     assert prov["torch"] == _torch.__version__ and prov["device"] == "cpu" and prov["python"]
-    assert "git_commit" in prov and "glister_train" in prov
+    assert "git_commit" in prov and "glister_train" in prov and prov["cpu"]  # the model name, from /proc/cpuinfo
 
 
 @pytest.mark.gpu
