@@ -46,6 +46,9 @@ class DataConfig:
     label_noise: float = 0.0  # share of training labels made wrong (validation and test stay clean)
     noise_kind: str = "symmetric"  # symmetric (a uniformly drawn other class) | pairs (CIFAR-10 class pairs)
     noise_seed: int = 0  # fixed across run seeds: every run of a comparison sees the same wrong labels
+    # > 1: a long-tailed training split, class c keeping imbalance^(-c/(C-1)) of its examples (the largest class
+    # `imbalance` times the smallest); validation and test stay balanced. Seeded by noise_seed, like the noise.
+    imbalance: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,8 @@ def validate(cfg: Config) -> Config:
     check(d.num_classes >= 0, "data.num_classes", d.num_classes, ">= 0 (0 = from the dataset)")
     check(0 <= d.label_noise < 1, "data.label_noise", d.label_noise, "in [0, 1), e.g. 0.4 for 40% wrong labels")
     choice("data.noise_kind", d.noise_kind, NOISE_KINDS)
+    check(d.imbalance >= 1 and math.isfinite(d.imbalance), "data.imbalance", d.imbalance,
+          ">= 1: the largest training class over the smallest, e.g. 10 (1 = as the data are)")
     check(d.test_limit >= 0, "data.test_limit", d.test_limit, ">= 0 (0 = the whole test set)")
     choice("model.name", m.name, MODELS)
     check(m.width >= 1, "model.width", m.width, "an integer >= 1 (64 = standard ResNet-18)")

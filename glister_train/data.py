@@ -52,10 +52,14 @@ class Splits:
     # (n_train,) bool: the training labels that injected noise made wrong (data.label_noise). For
     # measurement only: the selectors and the loss see ``train.y``, the noisy labels, and never this.
     noisy: torch.Tensor | None = None
+    # data.imbalance: each class's training examples (by their true labels, before any noise)
+    class_sizes: list[int] | None = None
 
     def describe(self) -> str:
         test = len(self.test) if self.test is not None else 0
         noise = f" wrong_labels={float(self.noisy.float().mean()):.3f}" if self.noisy is not None else ""
+        if self.class_sizes:  # a long tail (data.imbalance): say how long
+            noise += f" class_sizes={max(self.class_sizes)}..{min(self.class_sizes)}"
         return f"train={len(self.train)} val={len(self.val)} test={test} classes={self.num_classes}{noise}"
 
 
@@ -142,6 +146,11 @@ def load_splits(cfg: DataConfig) -> Splits:
         keep = torch.ones(len(train), dtype=torch.bool)
         keep[val_idx] = False
         val, train = train.subset(val_idx), train.subset(keep.nonzero().squeeze(1))
+    class_sizes = None
+    if cfg.imbalance > 1:  # the training split only, after the validation split: validation stays balanced
+        train = train.subset(long_tail(train.y, cfg.imbalance, num_classes,
+                                       torch.Generator().manual_seed(IMBALANCE_STREAM + cfg.noise_seed)))
+        class_sizes = torch.bincount(train.y, minlength=num_classes).tolist()
     noisy = None
     if cfg.label_noise > 0:  # the training split only: validation and test keep their true labels
         noisy_y = noisy_labels(train.y, cfg.label_noise, cfg.noise_kind, num_classes,
@@ -149,12 +158,28 @@ def load_splits(cfg: DataConfig) -> Splits:
         noisy = noisy_y != train.y
         train = ImageData(train.x, noisy_y)
     mean, std = channel_stats(train.x)
-    return Splits(train, val, test, num_classes, mean, std, noisy)
+    return Splits(train, val, test, num_classes, mean, std, noisy, class_sizes)
 
 
 # the noise's own random stream: seeded with noise_seed alone, the flipped examples would be the first
 # ones a random subset of a run with the same seed draws (the same permutation), 100% wrong at 30%
 NOISE_STREAM = 0x6E015E00
+
+IMBALANCE_STREAM = 0x1B0A1A00
+
+
+def long_tail(y: torch.Tensor, ratio: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices of a long-tailed subsample: class c keeps ``round(n_c * ratio ** (-c / (C - 1)))`` of its
+    ``n_c`` examples, drawn at random (the exponential profile of Cui et al. 2019), so the largest class holds
+    ``ratio`` times the smallest when the classes start equal."""
+    keep = []
+    for c in range(num_classes):
+        members = (y == c).nonzero().squeeze(1)
+        share = ratio ** (-c / max(1, num_classes - 1))
+        take = max(1, round(share * len(members))) if len(members) else 0
+        keep.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    return torch.sort(torch.cat(keep)).values
+
 
 # CIFAR-10's class-dependent flips (Patrini et al. 2017): truck->automobile, bird->airplane, deer->horse, cat<->dog
 PAIR_FLIPS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}

@@ -135,6 +135,9 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
         summary["label_noise"] = {"kind": cfg.data.noise_kind, "rate": cfg.data.label_noise, "seed": cfg.data.noise_seed,
                                   "wrong": int(splits.noisy.sum()), "of": len(splits.noisy),
                                   "pool_share": float(splits.noisy.float().mean())}
+    if splits.class_sizes:
+        summary["imbalance"] = {"ratio": cfg.data.imbalance, "seed": cfg.data.noise_seed,
+                                "class_sizes": splits.class_sizes}
     atomic_write_json(run_dir / "summary.json", summary)
     epochs_done = int(checkpoint["totals"]["epochs_done"]) if checkpoint else None
     tracker = make_tracker(cfg, run_dir, epochs_done=epochs_done, log=log)

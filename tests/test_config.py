@@ -79,6 +79,7 @@ def test_unknown_preset_lists_the_available_ones():
     (["--selector", "best"], r"selection.selector: 'best' is not one of"),
     (["--set", "runtime.channels_last=maybe"], r"runtime.channels_last: expected true or false"),
     (["--set", "lr=0.1"], r"expected section.key=value"),
+    (["--set", "data.imbalance=0.5"], r"data.imbalance: 0.5 is invalid; it must be >= 1"),
     (["--set", "selection.hard_ratio=0.5"], r"selection.hard_ratio: 0.5 is invalid; it must be >= 1"),
     (["--set", "selection.hard_ratio=2", "--set", "selection.temperature=1"], r"selection.hard_ratio: 2.0 is invalid"),
 ])
@@ -122,3 +123,19 @@ def test_every_package_folder_ships_in_the_wheel():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     folders = {".".join(p.parent.relative_to(root).parts) for p in (root / "glister_train").rglob("__init__.py")}
     assert folders <= listed, f"add to [tool.setuptools] packages: {sorted(folders - listed)}"
+
+
+def test_the_configs_readme_lists_every_key():
+    """configs/README.md names every section's keys: a key added to config.py and not documented fails here."""
+    import dataclasses
+    import re
+
+    from glister_train.config import Config
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "configs" / "README.md").read_text().split())
+    for section in dataclasses.fields(Config):
+        listed = re.search(rf"`{section.name}` \(([^)]*)\)", text)
+        assert listed, f"configs/README.md does not list the {section.name} section"
+        names = set(re.findall(r"[a-z_]+", listed.group(1)))
+        missing = [f.name for f in dataclasses.fields(getattr(Config(), section.name)) if f.name not in names]
+        assert not missing, f"configs/README.md, {section.name}: {missing} not listed"

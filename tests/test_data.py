@@ -186,3 +186,25 @@ def test_a_corrupt_image_is_named(tmp_path: Path):
     (cat / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(DataError, match="bad.png: not a readable image"):
         load_splits(DataConfig(dataset="folder", data_dir=str(tmp_path / "f")))
+
+
+def test_imbalance_makes_a_seeded_long_tail_of_the_training_split_only(tmp_path: Path):
+    from glister_train.data import long_tail
+
+    y = torch.arange(1000) % 10
+    keep = long_tail(y, 10.0, 10, torch.Generator().manual_seed(0))
+    sizes = torch.bincount(y[keep], minlength=10).tolist()
+    assert sizes == [round(100 * 10 ** (-c / 9)) for c in range(10)] and sizes[0] == 100 and sizes[-1] == 10
+    assert torch.equal(keep, long_tail(y, 10.0, 10, torch.Generator().manual_seed(0)))
+    assert not torch.equal(keep, long_tail(y, 10.0, 10, torch.Generator().manual_seed(1)))
+
+    write_npz(tmp_path / "d", n_train=400, classes=4)
+    balanced = load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path / "d")))
+    tailed = load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path / "d"), imbalance=8.0))
+    assert torch.equal(balanced.val.y, tailed.val.y) and torch.equal(balanced.test.y, tailed.test.y)
+    counts = torch.bincount(tailed.train.y, minlength=4)
+    full = torch.bincount(balanced.train.y, minlength=4)
+    assert counts.tolist() == [round(int(full[c]) * 8 ** (-c / 3)) for c in range(4)]
+    assert "class_sizes=" in tailed.describe() and "class_sizes=" not in balanced.describe()
+    both = load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path / "d"), imbalance=8.0, label_noise=0.2))
+    assert torch.equal(both.train.x, tailed.train.x) and int(both.noisy.sum()) == round(0.2 * len(tailed.train))
