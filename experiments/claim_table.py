@@ -30,7 +30,8 @@ CONDITIONS = (("clean, 30%", 0.0, "symmetric", 0.3), ("clean, 10%", 0.0, "symmet
 ROWS = ("full data", "adaptive random, R = 1", "adaptive random, R = 3", "GLISTER as it was (batched greedy, sum)",
         "GLISTER gain tilt (T = 1), confidence filter, records estimate",
         "filter + uniform draws (T = 1e6), records estimate", "filter + uniform draws (T = 1e6), eval-mode estimate",
-        "**default**: filter + uniform draws (T = inf), eval-mode estimate")
+        "**default**: filter + uniform draws (T = inf), eval-mode estimate",
+        "default + `hard_ratio` (above-mean-loss examples drawn more often, importance-weighted)")
 
 
 def configuration(cfg: dict) -> str | None:
@@ -45,6 +46,8 @@ def configuration(cfg: dict) -> str | None:
     if t == 1.0:
         return ROWS[4]
     if math.isinf(t):
+        if s.get("hard_ratio", 1.0) > 1:
+            return f"{ROWS[8]}: {s['hard_ratio']:g}" if sample else None
         return ROWS[7] if sample else None
     return ROWS[6] if sample else ROWS[5]
 
@@ -104,9 +107,7 @@ def table(cells: dict) -> str:
     head = ["configuration"] + [f"{name}: seed 0 / 1 / 2 (mean ± std)" for name, *_ in CONDITIONS]
     head.append("wrong labels chosen, symmetric noise: all selections / last 15 epochs, per seed (pool: 40%)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in ROWS:
-        if row not in cells:
-            continue
+    for row in sorted(cells, key=lambda r: next(i for i, name in enumerate(ROWS) if r.startswith(name))):
         out = [row]
         for name, *_ in CONDITIONS:
             seeds = cells[row].get(name, {})
