@@ -26,6 +26,7 @@ strategy and their requirements.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import logging
@@ -95,8 +96,6 @@ def time_cords(net: ResNet18, pool: ImageData, val: ImageData, budget: int, mean
 
 def training_records(net: ResNet18, pool: ImageData, mean, std, rt, batch: int = 256) -> dict[str, torch.Tensor]:
     """What the training pass keeps of each example it trains on (train mode, the runtime's precision)."""
-    import copy
-
     model = copy.deepcopy(net).train()
     h_parts, z_parts = [], []
     with torch.no_grad():

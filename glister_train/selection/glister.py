@@ -213,6 +213,12 @@ def val_residuals(zv: torch.Tensor, yv: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- the selector
 
 
+def fill_unseen_with_group_mean(values: torch.Tensor, seen: torch.Tensor, groups: torch.Tensor, num: int) -> None:
+    """In place: examples the training pass has no record of yet take their class's (group's) mean."""
+    total = torch.zeros(num).index_add_(0, groups[seen], values[seen])
+    values[~seen] = (total / torch.bincount(groups[seen], minlength=num).clamp_min(1))[groups[~seen]]
+
+
 def last_layer_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear]:
     """(features function, final linear layer) of a model with ``embed`` and ``fc`` (see models.py)."""
     model = getattr(model, "_orig_mod", getattr(model, "module", model))
@@ -423,10 +429,7 @@ class GlisterSelector:
             if not torch.isfinite(part).all():
                 raise NonFiniteSelection("non-finite gains from the training pass's records")
             scores[seen] = part * self.eta
-            num = len(quotas)
-            total = torch.zeros(num).index_add_(0, groups[seen], scores[seen])
-            count = torch.bincount(groups[seen], minlength=num).clamp_min(1)
-            scores[~seen] = (total / count)[groups[~seen]]  # never trained on yet: its class's mean
+            fill_unseen_with_group_mean(scores, seen, groups, len(quotas))
         rank, share = None, self.drop_share
         if seen.any() and (self.drop_by == "confidence" or self.drop_share_auto):
             probs = torch.softmax(records["logits"][seen], 1)
@@ -443,9 +446,7 @@ class GlisterSelector:
         if self.hard_ratio > 1 and seen.any():
             losses = torch.zeros(n)
             losses[seen] = F.cross_entropy(records["logits"][seen], y[seen], reduction="none")
-            num = len(quotas)
-            total = torch.zeros(num).index_add_(0, groups[seen], losses[seen])
-            losses[~seen] = (total / torch.bincount(groups[seen], minlength=num).clamp_min(1))[groups[~seen]]
+            fill_unseen_with_group_mean(losses, seen, groups, len(quotas))
             order, weights = draw_hard_boosted(losses, torch.isfinite(keys), groups, quotas, self.hard_ratio, generator)
             sort = torch.argsort(order)
             stats["select_weight_max"] = float(weights.max())
