@@ -68,6 +68,9 @@ class AdaptiveSubsetLoader:
         # what the training pass computed for each example when it last trained on it (penultimate features
         # and logits), for a selector that scores from them instead of a pass of its own
         self.records: dict[str, torch.Tensor] | None = None
+        # the validation features the evaluation computed at the end of an epoch, offered to the selection due at
+        # the start of the next (the weights are the same): (that epoch, features)
+        self.val_known: tuple[int, torch.Tensor] | None = None
 
     # ------------------------------------------------------------ schedule
 
@@ -92,6 +95,14 @@ class AdaptiveSubsetLoader:
         self.records["logits"][idx] = logits.detach().float().cpu()
         self.records["seen"][idx] = True
 
+    def wants_val_features(self, epoch: int) -> bool:
+        """Whether a selection that reads the validation set's features is due at ``epoch``."""
+        return hasattr(self.selector, "val_features") and self.due(epoch)
+
+    def offer_val_features(self, epoch: int, features: torch.Tensor) -> None:
+        """Features of the whole validation set, in order, computed by the model as it will be at ``epoch``."""
+        self.val_known = (epoch, features)
+
     def redraw_due(self, epoch: int) -> bool:
         """Between selections, a selector that redraws draws a fresh subset from its cached scores."""
         return (getattr(self.selector, "redraws", False) and self.selected_at is not None
@@ -105,12 +116,16 @@ class AdaptiveSubsetLoader:
             selector = self.selector
             if epoch == 0 and self.random_start and self.selector.reselects:
                 selector = RandomSelector()
+            known = self.val_known[1] if self.val_known is not None and self.val_known[0] == epoch else None
             if self.wants_records and selector is self.selector:
                 selection = selector.select_from_records(model, self.train, self.val, self.budget, self.records,
-                                                         generator=self.select_gen)
+                                                         generator=self.select_gen, val_known=known)
+            elif known is not None and selector is self.selector:
+                selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen,
+                                            val_known=known)
             else:
                 selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
-            self.cache = selection.cache
+            self.cache, self.val_known = selection.cache, None
         elif self.redraw_due(epoch):
             if self.cache is None:  # after a random first subset there are no scores yet: a fresh random one
                 selector, selection = RandomSelector(), RandomSelector().select(
@@ -173,6 +188,7 @@ class AdaptiveSubsetLoader:
             "selected_at": -1 if self.selected_at is None else self.selected_at,
             "select_gen": self.select_gen.get_state(), "shuffle_gen": self.shuffle_gen.get_state(),
             "augment_gen": self.augment_gen.get_state(), "cache": self.cache, "records": self.records,
+            "val_known": self.val_known,  # so that a resumed run selects from the very same features
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -183,3 +199,4 @@ class AdaptiveSubsetLoader:
         self.augment_gen.set_state(state["augment_gen"])
         self.cache = state.get("cache")
         self.records = state.get("records")
+        self.val_known = state.get("val_known")

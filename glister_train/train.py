@@ -199,7 +199,10 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     epoch_cpu_time = time.process_time() - cpu_start
     metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
     if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-        metrics.update(evaluate_splits(model, state.splits, state.rt, state.rt.eval_batch(t.eval_batch_size)))
+        # a selection due next epoch reads the validation features from this evaluation instead of a pass of its own
+        keep = loader.wants_val_features(epoch + 1) and not distributed.active()
+        metrics.update(evaluate_splits(model, state.splits, state.rt, state.rt.eval_batch(t.eval_batch_size),
+                                       keep_val=(lambda h: loader.offer_val_features(epoch + 1, h)) if keep else None))
         if not math.isfinite(metrics.get("val_loss", 0.0)):  # never keep a checkpoint of a broken model as good
             raise TrainingDiverged(epoch + 1, 0, metrics["val_loss"], "the validation loss")
     metrics.update(epoch_time=epoch_time, epoch_cpu_time=epoch_cpu_time, select_time=select_time,
@@ -270,12 +273,25 @@ def train_step(model: nn.Module, batch: Any, opt: torch.optim.Optimizer, rt: Run
     return StepResult(loss.detach(), losses.detach(), logits.detach())
 
 
-def evaluate_splits(model: nn.Module, splits: Splits, rt: Runtime, batch_size: int) -> dict[str, float]:
+def evaluate_splits(model: nn.Module, splits: Splits, rt: Runtime, batch_size: int,
+                    keep_val: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
+    """Loss and accuracy on the validation and test sets; ``keep_val`` receives the validation set's penultimate
+    features (float32, CPU, in order) from the same pass."""
     start = time.perf_counter()
     out = {}
     for name, data in (("val", splits.val), ("test", splits.test)):
         if data is not None and not distributed.active():
-            out[f"{name}_loss"], out[f"{name}_acc"] = evaluate(model, data, splits.mean, splits.std, rt, batch_size)
+            parts: list[torch.Tensor] = []
+            hook = last_layer_parts(model)[1].register_forward_hook(
+                lambda m, inputs, output: parts.append(inputs[0].detach().float().cpu())) \
+                if keep_val is not None and name == "val" else None
+            try:
+                out[f"{name}_loss"], out[f"{name}_acc"] = evaluate(model, data, splits.mean, splits.std, rt, batch_size)
+            finally:
+                if hook is not None:
+                    hook.remove()
+            if hook is not None:
+                keep_val(torch.cat(parts))
         elif data is not None:  # each rank evaluates its shard; the sums are combined
             part = data.subset(torch.arange(len(data))[distributed.shard(len(data))])
             loss, acc = evaluate(model, part, splits.mean, splits.std, rt, batch_size) if len(part) else (0.0, 0.0)

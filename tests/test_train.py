@@ -204,6 +204,22 @@ def test_scores_from_the_training_pass_cost_only_the_validation_pass(npz_dir: Pa
     assert all(r["subset_size"] == rows[0]["subset_size"] for r in rows)
 
 
+@pytest.mark.parametrize("selection", [SOFT_REDRAW, FROM_TRAINING], ids=["pass", "from-training"])
+def test_a_selection_reads_the_validation_features_the_evaluation_just_computed(npz_dir: Path, tmp_path: Path,
+                                                                               selection):
+    # evaluating every epoch, each scored selection finds the validation features of the same weights ready;
+    # evaluating only at the end, it runs the validation pass itself: the same subsets either way
+    reused = train_run(tiny_config(npz_dir, train={"epochs": 5, "eval_every": 1}, selection=selection),
+                       tmp_path / "reused", log=quiet)
+    own = train_run(tiny_config(npz_dir, train={"epochs": 5, "eval_every": 5}, selection=selection),
+                    tmp_path / "own", log=quiet)
+    rows, own_rows = read_metrics(tmp_path / "reused"), read_metrics(tmp_path / "own")
+    assert [r.get("select_val_reused") for r in rows] == [None, None, 1.0, None, 1.0]
+    assert [r.get("select_val_reused") for r in own_rows] == [None, None, 0.0, None, 0.0]
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in own_rows]
+    assert reused["final_test_acc"] == own["final_test_acc"]
+
+
 def test_summary_records_provenance(npz_dir: Path, tmp_path: Path):
     import torch as _torch
 

@@ -219,6 +219,11 @@ def fill_unseen_with_group_mean(values: torch.Tensor, seen: torch.Tensor, groups
     values[~seen] = (total / torch.bincount(groups[seen], minlength=num).clamp_min(1))[groups[~seen]]
 
 
+def logits_of(h: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
+    """float32 logits from float32 CPU features (the selector's own, whatever precision the features ran in)."""
+    return h @ fc.weight.detach().float().cpu().T + fc.bias.detach().float().cpu()
+
+
 def last_layer_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear]:
     """(features function, final linear layer) of a model with ``embed`` and ``fc`` (see models.py)."""
     model = getattr(model, "_orig_mod", getattr(model, "module", model))
@@ -295,12 +300,21 @@ class GlisterSelector:
             model.train(was_training)
         h = torch.cat(parts).cpu() if parts else torch.zeros(0, fc.in_features)
         h = distributed.gather_rows(h, len(images))
-        return h, h @ fc.weight.detach().float().cpu().T + fc.bias.detach().float().cpu()
+        return h, logits_of(h, fc)
 
-    def problem(self, model: nn.Module, train: ImageData, val: ImageData, pool: torch.Tensor) -> LastLayerProblem:
+    def val_features(self, model: nn.Module, val: ImageData,
+                     known: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation set's features and logits: ``known`` (the features the evaluation just computed with
+        the same weights, see ``AdaptiveSubsetLoader.offer_val_features``) or a pass of its own."""
+        if known is None:
+            return self.features(model, val.x)
+        return known, logits_of(known, last_layer_parts(model)[1])
+
+    def problem(self, model: nn.Module, train: ImageData, val: ImageData, pool: torch.Tensor,
+                val_known: torch.Tensor | None = None) -> LastLayerProblem:
         """The forward passes over the candidate pool and the validation set, and what greedy needs from them."""
         h, z = self.features(model, train.x[pool.to(train.x.device)])
-        hv, zv = self.features(model, val.x)
+        hv, zv = self.val_features(model, val, val_known)
         y = train.y[pool.to(train.y.device)].cpu()
         if self.center_features:  # the same model with the last layer as W (h - mu) + (b + W mu): see the docstring
             mu = hv.mean(0)
@@ -320,7 +334,7 @@ class GlisterSelector:
                       generator=generator).cpu()
 
     def select(self, model: nn.Module, train: ImageData, val: ImageData, budget: int, *,
-               generator: torch.Generator) -> Selection:
+               generator: torch.Generator, val_known: torch.Tensor | None = None) -> Selection:
         start = time.perf_counter()
         self.build_time = 0.0
         n = len(train)
@@ -328,7 +342,7 @@ class GlisterSelector:
         if self.pool_fraction < 1:
             size = max(budget, round(self.pool_fraction * n))
             pool = torch.sort(torch.randperm(n, generator=generator)[:size]).values
-        problem = self.problem(model, train, val, pool)
+        problem = self.problem(model, train, val, pool, val_known)
         forward_time = time.perf_counter() - start
         cache, extra = None, {}
         if self.sampling == "greedy":
@@ -352,6 +366,7 @@ class GlisterSelector:
         return Selection.uniform(
             torch.sort(pool[order]).values, cache,
             select_forward_time=forward_time,
+            select_val_reused=float(val_known is not None),
             select_backend_build_time=self.build_time,
             select_greedy_time=greedy_time,
             select_objective=problem.objective(order),
@@ -370,13 +385,15 @@ class GlisterSelector:
         return Selection.uniform(torch.sort(cache["pool"][order]).values, cache, selector="glister-redraw")
 
     def select_from_records(self, model: nn.Module, train: ImageData, val: ImageData, budget: int,
-                            records: dict[str, torch.Tensor] | None, *, generator: torch.Generator) -> Selection:
+                            records: dict[str, torch.Tensor] | None, *, generator: torch.Generator,
+                            val_known: torch.Tensor | None = None) -> Selection:
         """``score_source: training``: the candidates' features and logits are what the training pass computed
         when it last trained on each of them (augmented, train-mode: the gradient it really contributed), so
-        the only forward pass is the validation set's. Examples never trained on yet count as their class's mean."""
+        the only forward passes are the validation set's (none when the evaluation has just run it: ``val_known``)
+        and the agreement sample's. Examples never trained on yet count as their class's mean."""
         start = time.perf_counter()
         self.build_time = 0.0
-        hv, zv = self.features(model, val.x)
+        hv, zv = self.val_features(model, val, val_known)
         if not (torch.isfinite(hv).all() and torch.isfinite(zv).all()):
             raise NonFiniteSelection("non-finite validation features or logits")
         mu = hv.mean(0) if self.center_features else torch.zeros(hv.shape[1])
@@ -390,7 +407,8 @@ class GlisterSelector:
             cache["agree"] = torch.tensor(float((z.argmax(1) == train.y[pick.to(train.y.device)].cpu()).float().mean()))
         forward_time = time.perf_counter() - start
         selection = self._draw_from_records(cache, train, budget, records, generator)
-        selection.stats.update(select_forward_time=forward_time, select_backend_build_time=self.build_time,
+        selection.stats.update(select_forward_time=forward_time, select_val_reused=float(val_known is not None),
+                               select_backend_build_time=self.build_time,
                                select_greedy_time=time.perf_counter() - start - forward_time,
                                select_objective_none=float(-F.cross_entropy(zv, val.y.cpu())))
         if records is not None and records["seen"].any():  # the objective of the pass-scored modes, from the records
