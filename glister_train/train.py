@@ -281,17 +281,8 @@ def evaluate_splits(model: nn.Module, splits: Splits, rt: Runtime, batch_size: i
     out = {}
     for name, data in (("val", splits.val), ("test", splits.test)):
         if data is not None and not distributed.active():
-            parts: list[torch.Tensor] = []
-            hook = last_layer_parts(model)[1].register_forward_hook(
-                lambda m, inputs, output: parts.append(inputs[0].detach().float().cpu())) \
-                if keep_val is not None and name == "val" else None
-            try:
+            with penultimate_features(model, keep_val if name == "val" else None):
                 out[f"{name}_loss"], out[f"{name}_acc"] = evaluate(model, data, splits.mean, splits.std, rt, batch_size)
-            finally:
-                if hook is not None:
-                    hook.remove()
-            if hook is not None:
-                keep_val(torch.cat(parts))
         elif data is not None:  # each rank evaluates its shard; the sums are combined
             part = data.subset(torch.arange(len(data))[distributed.shard(len(data))])
             loss, acc = evaluate(model, part, splits.mean, splits.std, rt, batch_size) if len(part) else (0.0, 0.0)
@@ -299,6 +290,23 @@ def evaluate_splits(model: nn.Module, splits: Splits, rt: Runtime, batch_size: i
             out[f"{name}_loss"], out[f"{name}_acc"] = loss_sum / n, correct / n
     out["eval_time"] = time.perf_counter() - start
     return out
+
+
+@contextlib.contextmanager
+def penultimate_features(model: nn.Module, receive: Callable[[torch.Tensor], None] | None):
+    """While the block runs, collect what enters the final linear layer; ``receive`` gets it all at the end
+    (nothing is collected when it is None)."""
+    if receive is None:
+        yield
+        return
+    parts: list[torch.Tensor] = []
+    hook = last_layer_parts(model)[1].register_forward_hook(
+        lambda m, inputs, output: parts.append(inputs[0].detach().float().cpu()))
+    try:
+        yield
+    finally:
+        hook.remove()
+    receive(torch.cat(parts))
 
 
 def update_totals(totals: dict[str, Any], metrics: dict[str, Any], train_time: float) -> None:
