@@ -7,10 +7,16 @@ arrive aggregated, so those runs have no per-epoch curves) or from an MLflow sto
 at 1.0); seeds are averaged. Epoch time is the mean of ``epoch_time`` over a run's epochs, so the selection
 epochs' extra cost is spread over the epochs it serves (a median would hide it).
 
-``--clock cpu`` measures every time (epoch times, the equal-time comparison, the time axis) in the process's
-CPU seconds (``epoch_cpu_time``) instead of wall seconds: for single-threaded runs that is the wall time each
-would take on a core of its own, unchanged by whatever else shares the machine (on this 2-core machine a test
-run beside a sweep stretched its epochs' wall time by half).
+``--clock`` says what every time (epoch times, the equal-time comparison, the time axis) is measured in:
+- ``wall``: seconds, as the runs measured them.
+- ``cpu``: the process's CPU seconds (``epoch_cpu_time``). For single-threaded runs on a shared machine that is
+  closer to the time each would take on a core of its own (on a 2-core machine a test run beside a sweep
+  stretched its epochs' wall time by half), but not immune to it: identical training work measured 12.1 to
+  13.9 CPU s an epoch in different runs of one sweep, as the other core's load changed.
+- ``epochs``: full-data epochs at the run's own pace. An epoch costs the share of the pool it trained on, and
+  its selection costs the share of the pool the same run trains in that time (its median wall seconds per
+  training image). Runs that do the same training then cost the same, whatever the machine was doing; only
+  what differs in kind (selection) is charged, at the speed the run was actually getting.
 """
 
 from __future__ import annotations
@@ -91,7 +97,20 @@ def label_runs(runs: list[RunRecord]) -> None:
         run.label = " ".join([run.selector, *parts])
 
 
-CLOCKS = {"wall": "epoch_time", "cpu": "epoch_cpu_time"}
+CLOCKS = {"wall": "epoch_time", "cpu": "epoch_cpu_time", "epochs": "epoch_cost"}
+UNITS = {"wall": "s", "cpu": "CPU s", "epochs": "full epochs"}
+
+
+def clock_name(key: str) -> str:
+    return next(name for name, k in CLOCKS.items() if k == key)
+
+
+def add_epoch_costs(metrics: list[dict[str, Any]], fraction: float) -> None:
+    """``epoch_cost`` for each epoch: full-data epochs at this run's own pace (see ``--clock epochs``)."""
+    pool = metrics[0]["subset_size"] / fraction if metrics else 1.0
+    pace = statistics.median((m["epoch_time"] - m["select_time"]) / m["subset_size"] for m in metrics)
+    for m in metrics:
+        m["epoch_cost"] = (m["subset_size"] + m["select_time"] / pace) / pool
 
 
 def local_runs(paths: list[str], clock: str = "wall") -> list[RunRecord]:
@@ -113,6 +132,8 @@ def local_runs(paths: list[str], clock: str = "wall") -> list[RunRecord]:
                 continue
             cfg = flatten(load_file(run_dir / "config.yaml"))
             metrics = read_metrics(run_dir)
+            if clock == "epochs":
+                add_epoch_costs(metrics, 1.0 if cfg["selection.selector"] == "full" else cfg["selection.fraction"])
             if any(key not in m for m in metrics):
                 raise UsageError(f"report: {str(run_dir)!r} has no {key} (written since CPU time was recorded); "
                                  "use --clock wall")
@@ -294,7 +315,8 @@ def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
     def pct(x: float | None, signed: bool = False) -> str:
         return "-" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
 
-    unit = "CPU s" if clock == "cpu" else "s"
+    unit = UNITS[clock]
+    at = "{:.1f} full epochs" if clock == "epochs" else "{:.0f} s"
     lines = [f"| condition | run | fraction | seeds | epoch time ({unit}, selection incl.) | cost vs full | final test acc (%) | "
              "vs full (pts) | vs adaptive random, equal epochs (pts) | vs adaptive random, equal time (pts) | "
              "wrong labels chosen / pool (%) | selection total (s) |",
@@ -304,7 +326,7 @@ def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
             f"{pct(r['vs_adaptive_random'], True)} ({r['verdict_equal_epochs']})"
         timed = "-" if r["vs_adaptive_random_equal_time"] is None else (
             f"{pct(r['vs_adaptive_random_equal_time'], True)} ({r['verdict_equal_time']}; "
-            f"{pct(r['equal_time_acc'])} vs {pct(r['equal_time_random_acc'])} at {r['equal_time_seconds']:.0f} s)")
+            f"{pct(r['equal_time_acc'])} vs {pct(r['equal_time_random_acc'])} at {at.format(r['equal_time_seconds'])})")
         noise = "-" if r["pool_noisy_share"] is None else f"{pct(r['noisy_share'])} / {pct(r['pool_noisy_share'])}"
         lines.append(
             f"| {r['condition']} | {r['label']} | {r['fraction']:g} | {len(r['seeds'])} | {r['epoch_time']:.2f} | "
@@ -358,7 +380,7 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
                 ax.plot(xs, [100 * a for a in acc], style, label=f"{short_label(label)} f={fraction:g} (n={len(members)})")
             ax.set_title(condition if condition != "-" else "", fontsize=9)
             ax.set_xlabel("epoch" if x_axis == "epoch" else
-                          f"training time, selection included ({'CPU ' if runs[0].clock != 'epoch_time' else ''}s)")
+                          f"training time, selection included ({UNITS[clock_name(runs[0].clock)]})")
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
@@ -372,7 +394,7 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
         pts = sorted((r["fraction"], r["epoch_time"]) for r in rows if (r["condition"], r["label"]) == key)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=" ".join(k for k in key if k != "-"))
     ax.set_xlabel("fraction of the training set")
-    ax.set_ylabel("epoch time, selection included (s)")
+    ax.set_ylabel(f"epoch time, selection included ({UNITS[clock_name(runs[0].clock)] if runs else 's'})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -392,10 +414,12 @@ def report_main(argv: list[str]) -> int:
     p.add_argument("--out", default="report", help="where report.md, report.json and the plots go")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                   help="time runs by wall seconds, or by CPU seconds (single-threaded runs on a shared machine)")
+                   help="time runs by wall seconds, CPU seconds (single-threaded runs on a shared machine), or "
+                        "full-data epochs at each run's own pace (see above)")
     args = p.parse_args(argv)
-    if args.clock == "cpu" and (args.sagemaker_experiment or args.mlflow_uri):
-        raise UsageError("report: --clock cpu reads epoch_cpu_time from run folders; remote stores hold wall time only")
+    if args.clock != "wall" and (args.sagemaker_experiment or args.mlflow_uri):
+        raise UsageError(f"report: --clock {args.clock} reads per-epoch times from run folders; remote stores hold "
+                         "aggregated wall time only: use --clock wall")
     runs = local_runs(args.runs, args.clock)
     if args.sagemaker_experiment:
         runs += sagemaker_runs(args.sagemaker_experiment)

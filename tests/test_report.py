@@ -162,3 +162,22 @@ def test_the_comparison_pairs_seeds_when_the_cells_share_some():
     row = next(r for r in table(runs) if r["selector"] == "glister")
     assert row["compared_seeds"] == [1]
     assert row["vs_adaptive_random"] == pytest.approx(0.02) and row["vs_adaptive_random_equal_time"] == pytest.approx(0.02)
+
+
+def test_epochs_clock_charges_selection_at_the_runs_own_pace():
+    """--clock epochs on a hand-made example: the same training at half the speed costs the same, and a
+    selection costs the share of the pool the run trains in that time."""
+    from glister_train.report import add_epoch_costs
+
+    def run(seconds_per_image: float, select_seconds: float) -> list[dict]:
+        epochs = [{"subset_size": 30, "select_time": 0.0, "epoch_time": 30 * seconds_per_image} for _ in range(4)]
+        epochs[2].update(select_time=select_seconds, epoch_time=30 * seconds_per_image + select_seconds)
+        add_epoch_costs(epochs, 0.3)  # a pool of 100
+        return [m["epoch_cost"] for m in epochs]
+
+    fast, slow = run(0.1, 1.0), run(0.2, 2.0)
+    assert fast == pytest.approx([0.3, 0.3, 0.4, 0.3])  # 1 s of selection = the 10 images trained in 1 s
+    assert slow == pytest.approx(fast)
+    full = [{"subset_size": 100, "select_time": 0.0, "epoch_time": 7.0 + i} for i in range(3)]
+    add_epoch_costs(full, 1.0)
+    assert [m["epoch_cost"] for m in full] == pytest.approx([1.0, 1.0, 1.0])  # machine drift is not charged
