@@ -10,5 +10,5 @@ SAMPLING = ("greedy", "soft")
 SCORE_SOURCES = ("pass", "training")
 SCORE_SOURCE_SETTINGS = ("auto", *SCORE_SOURCES)  # auto: training where it can (soft, one process, eager), else pass
 VAL_GRADIENTS = ("all", "own_class")
-DROP_BY = ("gain", "confidence")
+DROP_BY = ("gain", "confidence", "margin")
 BACKENDS = ("eager", "openvino")

@@ -89,7 +89,9 @@ class SelectionConfig:
     # one process, no torch.compile; else pass)
     score_source: str = "auto"
     val_gradient: str = "all"  # soft: gains against the whole validation gradient | own_class (its label's examples)
-    drop_by: str = "confidence"  # soft, drop_share: rank by gain | confidence (the model's probability of the label)
+    # soft, drop_share: rank by gain | confidence (the model's latest probability of the label) | margin (the label's
+    # logit margin averaged over every time training saw the example; score_source training)
+    drop_by: str = "confidence"
     drop_share_auto: bool = True  # soft: drop_share = the wrong-label rate the clean validation set implies
     # score_source training, drop_share_auto: training images scored the validation set's way (eval mode,
     # un-augmented) for that rate; 0 = from the training records (augmented, train mode, stale: biased upward).

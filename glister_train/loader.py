@@ -86,14 +86,23 @@ class AdaptiveSubsetLoader:
         return getattr(self.selector, "score_source", "pass") == "training"
 
     def record(self, idx: torch.Tensor, features: torch.Tensor, logits: torch.Tensor) -> None:
-        """Keep the training pass's features and logits of the examples ``idx`` (the latest pass wins)."""
+        """Keep the training pass's features and logits of the examples ``idx`` (the latest pass wins), and add
+        up each one's logit margin (its label's logit minus the largest other) over every pass."""
+        n = len(self.train)
         if self.records is None:
-            n = len(self.train)
             self.records = {"h": torch.zeros(n, features.shape[1]), "logits": torch.zeros(n, logits.shape[1]),
                             "seen": torch.zeros(n, dtype=torch.bool)}
+        if "margin_sum" not in self.records:  # records checkpointed before margins were kept start counting now
+            self.records.update(margin_sum=torch.zeros(n, dtype=torch.float64), times_seen=torch.zeros(n, dtype=torch.int32))
+        logits = logits.detach().float().cpu()
+        y = self.train.y[idx.to(self.train.y.device)].cpu()
+        own = logits[torch.arange(len(y)), y]
+        margin = own - logits.scatter(1, y[:, None], float("-inf")).max(1).values
         self.records["h"][idx] = features.detach().float().cpu()
-        self.records["logits"][idx] = logits.detach().float().cpu()
+        self.records["logits"][idx] = logits
         self.records["seen"][idx] = True
+        self.records["margin_sum"][idx] += margin.double()
+        self.records["times_seen"][idx] += 1
 
     def wants_val_features(self, epoch: int) -> bool:
         """Whether a selection that reads the validation set's features is due at ``epoch``."""

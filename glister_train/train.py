@@ -59,6 +59,9 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
     if s.hard_ratio > 1 and score_source != "training":
         raise ConfigError(f"selection.hard_ratio: {s.hard_ratio!r} reads the training pass's losses, which this run "
                           f"does not keep (score_source resolves to {score_source!r}); use --set selection.hard_ratio=1")
+    if s.drop_by == "margin" and score_source != "training":
+        raise ConfigError(f"selection.drop_by: 'margin' averages the training pass's margins, which this run does not "
+                          f"keep (score_source resolves to {score_source!r}); use --set selection.drop_by=confidence")
     if s.backend == "openvino":  # checked now, not at the first selection with the run folder half written
         if runtime.device.type != "cpu":
             raise ConfigError(f"selection.backend: 'openvino' runs on the CPU, not on {runtime.device.type}; "

@@ -522,3 +522,35 @@ def test_the_selector_boosts_high_loss_records_with_weights():
     assert not bool((redrawn.weights == 1).all())
     with pytest.raises(ValueError, match="hard_ratio"):
         GlisterSelector(**{**options, "temperature": 1.0}, hard_ratio=2.0)
+
+
+def test_drop_by_margin_drops_the_lowest_average_margin_not_the_latest_confidence():
+    """drop_by=margin: the share dropped is each class's lowest margin averaged over training, so an example
+    whose latest pass looks sure (a memorized wrong label) but whose history does not is the one left out."""
+    train, val = image_data(80), image_data(24, seed=1)
+    model = TinyNet(4, 4).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    options = dict(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
+                   score_source="training", temperature=math.inf, drop_share=0.25)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.full((80, 4), -2.0)
+    logits[torch.arange(80), train.y] = 2.0  # every example's latest pass is sure of its label
+    memorized = torch.zeros(80, dtype=torch.bool)  # a quarter of each class had negative margins before
+    for c in range(4):
+        members = torch.nonzero(train.y == c).squeeze(1)
+        memorized[members[: len(members) // 4]] = True
+    records = {"h": torch.rand(80, model.fc.in_features, generator=g), "logits": logits,
+               "seen": torch.ones(80, dtype=torch.bool), "margin_sum": torch.where(memorized, -6.0, 9.0).double(),
+               "times_seen": torch.full((80,), 3, dtype=torch.int32)}
+    by_margin = GlisterSelector(**options, drop_by="margin")
+    a = by_margin.select_from_records(model, train, val, 40, records, generator=torch.Generator().manual_seed(3))
+    b = by_margin.select_from_records(model, train, val, 40, records, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.indices, b.indices) and len(torch.unique(a.indices)) == 40
+    assert torch.bincount(train.y[a.indices], minlength=4).tolist() == budget_quotas(train.y, 40, 4).tolist()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.training
+    assert not bool(memorized[a.indices].any())
+    by_confidence = GlisterSelector(**options, drop_by="confidence")  # all look equally sure: some come in
+    c = by_confidence.select_from_records(model, train, val, 40, records, generator=torch.Generator().manual_seed(3))
+    assert bool(memorized[c.indices].any())
+    with pytest.raises(ValueError, match="margin"):
+        GlisterSelector(**{**options, "score_source": "pass"}, drop_by="margin")

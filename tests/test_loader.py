@@ -104,3 +104,16 @@ def test_state_dict_round_trip_restores_schedule_and_streams():
     b.load_state_dict(state)
     assert torch.equal(a.selection.indices, b.selection.indices) and b.selected_at == 0
     assert all(torch.equal(x.x, y.x) for x, y in zip(a, b))
+
+
+def test_records_add_up_each_examples_margin_over_every_pass():
+    loader = make(Spy(), n=10)  # labels are arange(10) % 5
+    idx = torch.tensor([0, 6])  # labels 0 and 1
+    first = torch.tensor([[3.0, 1.0, 0.0, 0.0, 0.0], [2.0, 0.5, 0.0, 0.0, 0.0]])
+    loader.record(idx, torch.zeros(2, 4), first)  # margins 3 - 1 = 2 and 0.5 - 2 = -1.5
+    second = torch.tensor([[0.0, 0.0, 4.0, 0.0, 0.0], [0.0, 5.0, 1.0, 0.0, 0.0]])
+    loader.record(idx, torch.zeros(2, 4), second)  # margins 0 - 4 = -4 and 5 - 1 = 4
+    r = loader.records
+    assert r["margin_sum"][idx].tolist() == [-2.0, 2.5] and r["times_seen"][idx].tolist() == [2, 2]
+    assert torch.equal(r["logits"][idx], second)  # the logits are the latest pass's
+    assert int(r["times_seen"].sum()) == 4 and not bool(r["seen"][1])

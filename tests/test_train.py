@@ -251,3 +251,19 @@ def test_score_source_auto_reads_the_training_pass_in_one_process(npz_dir: Path)
     compiled = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "score_source": "auto"},
                            runtime={"compile": True})
     assert selector_for(compiled, splits, resolve_runtime(compiled.runtime)).score_source == "pass"
+
+
+@pytest.mark.parametrize("option", [{"drop_by": "margin"}, {"hard_ratio": 2.0}], ids=["margin", "hard_ratio"])
+def test_options_that_read_the_training_records_refuse_a_run_without_them(npz_dir: Path, option):
+    from glister_train.errors import ConfigError
+    from glister_train.runtime import resolve_runtime
+    from glister_train.train import selector_for
+
+    splits = load_splits(tiny_config(npz_dir).data)
+    cfg = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "temperature": float("inf"),
+                                          "score_source": "auto", **option}, runtime={"compile": True})
+    with pytest.raises(ConfigError, match=f"selection.{next(iter(option))}.*score_source resolves to 'pass'"):
+        selector_for(cfg, splits, resolve_runtime(cfg.runtime))
+    cfg = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "temperature": float("inf"),
+                                          "score_source": "auto", **option})
+    assert selector_for(cfg, splits, resolve_runtime(cfg.runtime)).score_source == "training"

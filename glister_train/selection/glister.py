@@ -203,6 +203,14 @@ def confidence_drop(probs: torch.Tensor, y: torch.Tensor, val_logits: torch.Tens
     return confidence, share
 
 
+def mean_margins(records: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each example's logit margin (its label's logit minus the largest other), averaged over every time the
+    training pass trained on it: the area under the margin (Pleiss et al., 2020). A wrong label is learnt only
+    by memorizing it, late and against what the example looks like, so its average stays low long after its
+    latest margin has turned positive. 0 where there is no record yet."""
+    return (records["margin_sum"] / records["times_seen"].clamp_min(1)).float()
+
+
 def val_residuals(zv: torch.Tensor, yv: torch.Tensor) -> torch.Tensor:
     """``softmax(z) - onehot(y)`` of the validation set: its cross-entropy gradient w.r.t. the logits."""
     rv = torch.softmax(zv, 1)
@@ -259,8 +267,9 @@ class GlisterSelector:
         if val_gradient not in VAL_GRADIENTS:
             raise ValueError(f"val_gradient={val_gradient!r}: choose from {VAL_GRADIENTS}")
         self.val_gradient = val_gradient
-        if drop_by not in DROP_BY:
-            raise ValueError(f"drop_by={drop_by!r}: choose from {DROP_BY}")
+        if drop_by not in DROP_BY or (drop_by == "margin" and score_source != "training"):
+            raise ValueError(f"drop_by={drop_by!r} with score_source={score_source!r}: choose from {DROP_BY}; "
+                             "'margin' reads the training pass's records (score_source='training')")
         self.drop_by, self.drop_share_auto, self.agreement_sample = drop_by, drop_share_auto, agreement_sample
         if hard_ratio < 1 or (hard_ratio > 1 and (score_source != "training" or not math.isinf(temperature))):
             raise ValueError(f"hard_ratio={hard_ratio!r}: 1 (off), or > 1 with score_source='training' (it reads the "
@@ -449,11 +458,14 @@ class GlisterSelector:
             scores[seen] = part * self.eta
             fill_unseen_with_group_mean(scores, seen, groups, len(quotas))
         rank, share = None, self.drop_share
-        if seen.any() and (self.drop_by == "confidence" or self.drop_share_auto):
+        if seen.any() and (self.drop_by != "gain" or self.drop_share_auto):
             probs = torch.softmax(records["logits"][seen], 1)
             conf, share = self._drop_plan(probs, y[seen], cache["zv"], cache["yv"],
                                           float(cache["agree"]) if "agree" in cache else None)
-            rank = torch.ones(n)  # never-seen examples rank as fully confident: not dropped for want of a record
+            if self.drop_by == "margin":
+                conf = mean_margins(records)[seen]
+            # never-seen examples rank as fully confident: not dropped for want of a record
+            rank = torch.full((n,), math.inf if self.drop_by == "margin" else 1.0)
             rank[seen] = conf
         keys = sampling_keys(scores, groups, quotas, temperature=self.temperature, drop_share=share,
                              drop_negative=self.drop_negative, drop_rank=rank)
@@ -475,10 +487,10 @@ class GlisterSelector:
     def _drop_plan(self, probs: torch.Tensor, y: torch.Tensor, zv: torch.Tensor, yv: torch.Tensor,
                    agree: float | None = None) -> tuple[torch.Tensor | None, float]:
         """What ranks the candidates for ``drop_share`` (None: the gains) and the share to drop."""
-        if self.drop_by != "confidence" and not self.drop_share_auto:
+        if self.drop_by == "gain" and not self.drop_share_auto:
             return None, self.drop_share
         confidence, share = confidence_drop(probs, y, zv, yv, self.drop_share, self.drop_share_auto, agree)
-        return (confidence if self.drop_by == "confidence" else None), share
+        return (None if self.drop_by == "gain" else confidence), share
 
     def num_groups(self, problem: LastLayerProblem) -> int:
         return int(problem.r.shape[1]) if self.per_class else 1
