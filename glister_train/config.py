@@ -197,7 +197,9 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             return ""
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        hint = (f" (YAML reads off/on/no/yes as {value}: quote the word, e.g. --set '{key}=\"off\"')"
+                if isinstance(value, bool) else "")
+        raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
     raise TypeError(kind)
 
 

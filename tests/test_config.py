@@ -79,6 +79,9 @@ def test_unknown_preset_lists_the_available_ones():
     (["--selector", "best"], r"selection.selector: 'best' is not one of"),
     (["--set", "runtime.channels_last=maybe"], r"runtime.channels_last: expected true or false"),
     (["--set", "lr=0.1"], r"expected section.key=value"),
+    (["--set", "run.progress=off"], r"run.progress: expected a string, got False \(YAML reads off/on/no/yes as False: "
+                                    r"quote the word"),
+    (["--set", "run.progress='off'"], r"run.progress: 'off' is not one of"),
     (["--set", "data.imbalance=0.5"], r"data.imbalance: 0.5 is invalid; it must be >= 1"),
     (["--set", "selection.hard_ratio=0.5"], r"selection.hard_ratio: 0.5 is invalid; it must be >= 1"),
     (["--set", "selection.hard_ratio=2", "--set", "selection.temperature=1"], r"selection.hard_ratio: 2.0 is invalid"),
