@@ -93,6 +93,7 @@ class SelectionConfig:
     # logit margin averaged over every time training saw the example; score_source training)
     drop_by: str = "confidence"
     drop_share_auto: bool = True  # soft: drop_share = the wrong-label rate the clean validation set implies
+    drop_share_scale: float = 1.0  # drop_share_auto: drop this multiple of that rate (it runs low under noise)
     # score_source training, drop_share_auto: training images scored the validation set's way (eval mode,
     # un-augmented) for that rate; 0 = from the training records (augmented, train mode, stale: biased upward).
     # 0 here, what runs written before this key existed did (their config.yaml is read on top of these
@@ -332,6 +333,7 @@ def validate(cfg: Config) -> Config:
     check(0 < s.temperature, "selection.temperature", s.temperature, "a positive number, or .inf (uniform among the kept)")
     check(0 <= s.uniform_share <= 1, "selection.uniform_share", s.uniform_share, "in [0, 1]")
     check(0 <= s.drop_share < 1, "selection.drop_share", s.drop_share, "in [0, 1)")
+    check(s.drop_share_scale > 0, "selection.drop_share_scale", s.drop_share_scale, "> 0 (1: the estimate as it is)")
     check(s.agreement_sample >= 0, "selection.agreement_sample", s.agreement_sample, ">= 0 (0: from the training records)")
     check(s.hard_ratio >= 1 and (s.hard_ratio == 1 or (s.sampling == "soft" and math.isinf(s.temperature))),
           "selection.hard_ratio", s.hard_ratio, ">= 1; above 1 only with sampling soft and temperature .inf")

@@ -83,6 +83,7 @@ def test_unknown_preset_lists_the_available_ones():
                                     r"quote the word"),
     (["--set", "run.progress='off'"], r"run.progress: 'off' is not one of"),
     (["--set", "data.imbalance=0.5"], r"data.imbalance: 0.5 is invalid; it must be >= 1"),
+    (["--set", "selection.drop_share_scale=0"], r"selection.drop_share_scale: 0.0 is invalid; it must be > 0"),
     (["--set", "selection.hard_ratio=0.5"], r"selection.hard_ratio: 0.5 is invalid; it must be >= 1"),
     (["--set", "selection.hard_ratio=2", "--set", "selection.temperature=1"], r"selection.hard_ratio: 2.0 is invalid"),
 ])

@@ -417,6 +417,10 @@ def test_the_validation_set_estimates_the_wrong_label_share():
         if noise:
             dropped = torch.argsort(confidence)[: round(share * len(y))]
             assert float(flipped[dropped].float().mean()) > 0.8  # what it drops is mostly wrong labels
+        _, scaled = confidence_drop(probs, y, hv @ w.T + b, yv, 0.0, estimate=True, scale=1.5)
+        assert scaled == pytest.approx(min(0.9, 1.5 * share))  # clean: still about 0; at 40%: 1.5x the estimate
+    _, capped = confidence_drop(probs, y, hv @ w.T + b, yv, 0.0, estimate=True, scale=5.0)
+    assert capped == 0.9
 
 
 def _greedy_on(device: str, mode: str) -> torch.Tensor:
