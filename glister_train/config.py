@@ -73,6 +73,8 @@ class SelectionConfig:
     block_size: int = 0  # batched: examples added per validation update; 0 = 1% of the budget
     epsilon: float = 0.01  # stochastic: each step scores (n/k) ln(1/epsilon) random candidates
     per_class: bool = True  # split the budget over classes in proportion to their size
+    # per_class: size (in proportion to class size) | val_loss (to the class's validation loss, capped at its size)
+    class_budget: str = "size"
     last_layer: str = "full"  # full (weight and bias gradients) | bias (CORDS' default)
     lookahead: str = "sum"  # sum (the paper, CORDS) | mean (one SGD step on the subset's mean loss)
     eta: float = 0.0  # lookahead step size; 0 = the initial learning rate
@@ -327,6 +329,7 @@ def validate(cfg: Config) -> Config:
     choice("selection.score_source", s.score_source, O.SCORE_SOURCE_SETTINGS)
     choice("selection.val_gradient", s.val_gradient, O.VAL_GRADIENTS)
     choice("selection.drop_by", s.drop_by, O.DROP_BY)
+    choice("selection.class_budget", s.class_budget, O.CLASS_BUDGETS)
     if s.score_source == "training" and s.sampling != "soft":
         raise ConfigError("selection.score_source: 'training' scores are drawn from, not maximized: it needs "
                           "--set selection.sampling=soft")

@@ -74,7 +74,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
         center_features=s.center_features, backend=s.backend, score_source=score_source,
         val_gradient=s.val_gradient, drop_by=s.drop_by, drop_share_auto=s.drop_share_auto,
-        drop_share_scale=s.drop_share_scale,
+        drop_share_scale=s.drop_share_scale, class_budget=s.class_budget,
         agreement_sample=s.agreement_sample, hard_ratio=s.hard_ratio,
         device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=runtime.eval_batch(cfg.train.eval_batch_size))

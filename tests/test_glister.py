@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from glister_train.data import ImageData
 from glister_train.models import TinyNet
 from glister_train.selection.glister import GlisterSelector, LastLayerProblem, budget_quotas, greedy
+from glister_train.selection.quotas import class_demand
 from glister_train.selection.sampling import draw_hard_boosted
 
 
@@ -558,3 +559,41 @@ def test_drop_by_margin_drops_the_lowest_average_margin_not_the_latest_confidenc
     assert bool(memorized[c.indices].any())
     with pytest.raises(ValueError, match="margin"):
         GlisterSelector(**{**options, "score_source": "pass"}, drop_by="margin")
+
+
+def test_quotas_follow_a_demand_and_never_exceed_a_class():
+    groups = torch.tensor([0] * 100 + [1] * 50 + [2] * 10)
+    assert budget_quotas(groups, 60, 3).tolist() == [37, 19, 4]  # by size
+    assert budget_quotas(groups, 60, 3, torch.tensor([1.0, 1.0, 1.0])).tolist() == [25, 25, 10]  # class 2 is full
+    assert budget_quotas(groups, 60, 3, torch.tensor([1.0, 2.0, 4.0])).tolist() == [17, 33, 10]  # 50 left: 1:2
+    assert budget_quotas(groups, 160, 3, torch.tensor([0.0, 1.0, 1.0])).tolist() == [100, 50, 10]  # everything
+    assert budget_quotas(groups, 61, 3, torch.tensor([3.0, 0.0, 0.0])).tolist() == [61, 0, 0]
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 0.0], [4.0, 0.0, 0.0]])
+    demand = class_demand(logits, torch.tensor([0, 1, 1, 0]), 3)  # class 2 has no validation examples
+    right, wrong = F.cross_entropy(logits[:1], torch.tensor([0])), F.cross_entropy(logits[2:3], torch.tensor([1]))
+    assert demand.tolist() == pytest.approx([float(right), float((right + wrong) / 2), float((3 * right + wrong) / 4)])
+
+
+def test_class_budget_by_validation_loss_gives_the_classes_the_model_gets_wrong_more():
+    """Contract: exact budget, deterministic, and each class's count is its share by validation loss."""
+    train, val = image_data(200), image_data(40, seed=1)
+    model = TinyNet(4, 4).train()
+    options = dict(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
+                   score_source="training", temperature=math.inf)
+    records = {"h": torch.rand(200, model.fc.in_features, generator=torch.Generator().manual_seed(0)),
+               "logits": torch.zeros(200, 4), "seen": torch.ones(200, dtype=torch.bool)}
+    by_loss = GlisterSelector(**options, class_budget="val_loss")
+    a = by_loss.select_from_records(model, train, val, 60, records, generator=torch.Generator().manual_seed(3))
+    b = by_loss.select_from_records(model, train, val, 60, records, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.indices, b.indices)
+    hist = torch.bincount(train.y[a.indices], minlength=4)
+    expected = budget_quotas(train.y, 60, 4, class_demand(a.cache["zv"], val.y, 4))
+    assert hist.tolist() == expected.tolist() and int(hist.sum()) == 60 and len(torch.unique(a.indices)) == 60
+    assert hist.tolist() != budget_quotas(train.y, 60, 4).tolist()  # the untrained model is worse on some classes
+    worst, best = class_demand(a.cache["zv"], val.y, 4).argmax(), class_demand(a.cache["zv"], val.y, 4).argmin()
+    sizes = torch.bincount(train.y, minlength=4)
+    assert hist[worst] / sizes[worst] > hist[best] / sizes[best]
+    redrawn = by_loss.redraw(a.cache, train, 60, generator=torch.Generator().manual_seed(4), records=records)
+    assert torch.bincount(train.y[redrawn.indices], minlength=4).tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="class_budget"):
+        GlisterSelector(**options, class_budget="loss")

@@ -35,12 +35,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import distributed
-from ..choices import DROP_BY, GREEDY, LAST_LAYER, LOOKAHEAD, SAMPLING, SCORE_SOURCES, VAL_GRADIENTS
+from ..choices import CLASS_BUDGETS, DROP_BY, GREEDY, LAST_LAYER, LOOKAHEAD, SAMPLING, SCORE_SOURCES, VAL_GRADIENTS
 from ..data import ImageData, normalize
 from ..errors import NonFiniteSelection
 from .base import Selection
 from .forward import feature_function
-from .quotas import budget_quotas, top_within_quotas
+from .quotas import budget_quotas, class_demand, top_within_quotas
 from .sampling import draw, draw_hard_boosted, sampling_keys
 
 # ---------------------------------------------------------------- the objective and its gradient
@@ -255,7 +255,7 @@ class GlisterSelector:
                  drop_negative: bool = False, redraw: bool = False, center_features: bool = False,
                  backend: str = "eager", score_source: str = "pass", val_gradient: str = "all",
                  drop_by: str = "gain", drop_share_auto: bool = False, drop_share_scale: float = 1.0,
-                 agreement_sample: int = 0,
+                 agreement_sample: int = 0, class_budget: str = "size",
                  hard_ratio: float = 1.0, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 64):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
@@ -278,6 +278,9 @@ class GlisterSelector:
         if not drop_share_scale > 0:
             raise ValueError(f"drop_share_scale={drop_share_scale!r}: must be > 0")
         self.drop_share_scale = drop_share_scale
+        if class_budget not in CLASS_BUDGETS:
+            raise ValueError(f"class_budget={class_budget!r}: choose from {CLASS_BUDGETS}")
+        self.class_budget = class_budget
         if hard_ratio < 1 or (hard_ratio > 1 and (score_source != "training" or not math.isinf(temperature))):
             raise ValueError(f"hard_ratio={hard_ratio!r}: 1 (off), or > 1 with score_source='training' (it reads the "
                              f"training pass's losses) and temperature=inf (got {score_source!r}, {temperature!r})")
@@ -344,7 +347,7 @@ class GlisterSelector:
     def maximize(self, problem: LastLayerProblem, budget: int, generator: torch.Generator) -> torch.Tensor:
         """Greedy maximization with this selector's options, on the training device (a GPU's, not a CPU copy on
         every rank); positions into the pool, in the order chosen."""
-        quotas = budget_quotas(problem.groups, budget, self.num_groups(problem))
+        quotas = self.quotas(problem.groups, budget, self.num_groups(problem), problem.zv, problem.yv)
         block = self.block_size or max(1, math.ceil(budget / 100))
         return greedy(problem.to(self.device), budget, quotas, mode=self.greedy, block=block, epsilon=self.epsilon,
                       generator=generator).cpu()
@@ -368,7 +371,7 @@ class GlisterSelector:
             scores = first_order_gains(problem.h, problem.r, train.y[pool.to(train.y.device)].cpu(), problem.hv,
                                        val_residuals(problem.zv, problem.yv), problem.yv, eta=self.eta,
                                        full=problem.full, own_class=self.val_gradient == "own_class")
-            quotas = budget_quotas(problem.groups, budget, self.num_groups(problem))
+            quotas = self.quotas(problem.groups, budget, self.num_groups(problem), problem.zv, problem.yv)
             y = train.y[pool.to(train.y.device)].cpu()
             rank, share = self._drop_plan(problem.r + F.one_hot(y, problem.r.shape[1]), y, problem.zv, problem.yv)
             keys = sampling_keys(scores, problem.groups, quotas, temperature=self.temperature, drop_share=share,
@@ -452,7 +455,7 @@ class GlisterSelector:
         y = train.y.cpu()
         n, c = len(y), cache["rv"].shape[1]
         groups = y if self.per_class else torch.zeros_like(y)
-        quotas = budget_quotas(groups, budget, c if self.per_class else 1)
+        quotas = self.quotas(groups, budget, c if self.per_class else 1, cache["zv"], cache["yv"])
         seen = records["seen"] if records is not None else torch.zeros(n, dtype=torch.bool)
         scores = torch.zeros(n)
         if seen.any():
@@ -499,6 +502,14 @@ class GlisterSelector:
         confidence, share = confidence_drop(probs, y, zv, yv, self.drop_share, self.drop_share_auto, agree,
                                             self.drop_share_scale)
         return (None if self.drop_by == "gain" else confidence), share
+
+    def quotas(self, groups: torch.Tensor, budget: int, num_groups: int, zv: torch.Tensor,
+               yv: torch.Tensor) -> torch.Tensor:
+        """Each class's share of the budget: in proportion to its size, or (``class_budget: val_loss``) to its
+        validation loss under the current model."""
+        if self.class_budget == "size" or num_groups == 1:
+            return budget_quotas(groups, budget, num_groups)
+        return budget_quotas(groups, budget, num_groups, class_demand(zv, yv, num_groups))
 
     def num_groups(self, problem: LastLayerProblem) -> int:
         return int(problem.r.shape[1]) if self.per_class else 1
