@@ -25,13 +25,18 @@ from pathlib import Path
 import yaml
 
 SMALL_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
-CONDITIONS = (("clean, 30%", 0.0, "symmetric", 0.3), ("clean, 10%", 0.0, "symmetric", 0.1),
-              ("40% symmetric noise, 30%", 0.4, "symmetric", 0.3), ("40% pair noise, 30%", 0.4, "pairs", 0.3))
+# (name, label noise, noise kind, fraction, class imbalance)
+CONDITIONS = (("clean, 30%", 0.0, "symmetric", 0.3, 1.0), ("clean, 10%", 0.0, "symmetric", 0.1, 1.0),
+              ("40% symmetric noise, 30%", 0.4, "symmetric", 0.3, 1.0), ("40% pair noise, 30%", 0.4, "pairs", 0.3, 1.0),
+              ("10x class imbalance, 30%", 0.0, "symmetric", 0.3, 10.0))
 ROWS = ("full data", "adaptive random, R = 1", "adaptive random, R = 3", "GLISTER as it was (batched greedy, sum)",
         "GLISTER gain tilt (T = 1), confidence filter, records estimate",
         "filter + uniform draws (T = 1e6), records estimate", "filter + uniform draws (T = 1e6), eval-mode estimate",
         "**default**: filter + uniform draws (T = inf), eval-mode estimate",
-        "default + `hard_ratio` (above-mean-loss examples drawn more often, importance-weighted)")
+        "default + `hard_ratio` (above-mean-loss examples drawn more often, importance-weighted)",
+        "default + `drop_by: margin` (the margin averaged over training ranks what is dropped)",
+        "default + `drop_share_scale`", "default + `drop_by: margin` + `drop_share_scale`",
+        "default + `class_budget: val_loss` (per-class quotas by validation loss)")
 
 
 def configuration(cfg: dict) -> str | None:
@@ -46,15 +51,26 @@ def configuration(cfg: dict) -> str | None:
     if t == 1.0:
         return ROWS[4]
     if math.isinf(t):
+        if not sample:
+            return None
         if s.get("hard_ratio", 1.0) > 1:
-            return f"{ROWS[8]}: {s['hard_ratio']:g}" if sample else None
-        return ROWS[7] if sample else None
+            return f"{ROWS[8]}: {s['hard_ratio']:g}"
+        margin, scale = s.get("drop_by") == "margin", s.get("drop_share_scale", 1.0)
+        if s.get("class_budget", "size") != "size":
+            return ROWS[12]
+        if margin and scale != 1:
+            return f"{ROWS[11]}: {scale:g}"
+        if scale != 1:
+            return f"{ROWS[10]}: {scale:g}"
+        return ROWS[9] if margin else ROWS[7]
     return ROWS[6] if sample else ROWS[5]
 
 
 def condition(cfg: dict) -> str | None:
     d, fraction = cfg["data"], 1.0 if cfg["selection"]["selector"] == "full" else cfg["selection"]["fraction"]
-    for name, noise, kind, f in CONDITIONS:
+    for name, noise, kind, f, imbalance in CONDITIONS:
+        if d.get("imbalance", 1.0) != imbalance:
+            continue
         if d["label_noise"] == noise and (noise == 0 or d["noise_kind"] == kind) and (fraction in (f, 1.0)):
             if fraction == 1.0 and f != 0.3:
                 continue  # full data is shown once per noise condition, in the 30% column
@@ -107,7 +123,7 @@ def table(cells: dict) -> str:
     head = ["configuration"] + [f"{name}: seed 0 / 1 / 2 (mean ± std)" for name, *_ in CONDITIONS]
     head.append("wrong labels chosen, symmetric noise: all selections / last 15 epochs, per seed (pool: 40%)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in sorted(cells, key=lambda r: next(i for i, name in enumerate(ROWS) if r.startswith(name))):
+    for row in sorted(cells, key=lambda r: max(i for i, name in enumerate(ROWS) if r.startswith(name))):
         out = [row]
         for name, *_ in CONDITIONS:
             seeds = cells[row].get(name, {})
