@@ -11,5 +11,5 @@ SCORE_SOURCES = ("pass", "training")
 SCORE_SOURCE_SETTINGS = ("auto", *SCORE_SOURCES)  # auto: training where it can (soft, one process, eager), else pass
 VAL_GRADIENTS = ("all", "own_class")
 DROP_BY = ("gain", "confidence", "margin")
-CLASS_BUDGETS = ("size", "val_loss")
+CLASS_BUDGETS = ("size", "val_share", "val_loss")
 BACKENDS = ("eager", "openvino")

@@ -73,7 +73,8 @@ class SelectionConfig:
     block_size: int = 0  # batched: examples added per validation update; 0 = 1% of the budget
     epsilon: float = 0.01  # stochastic: each step scores (n/k) ln(1/epsilon) random candidates
     per_class: bool = True  # split the budget over classes in proportion to their size
-    # per_class: size (in proportion to class size) | val_loss (to the class's validation loss, capped at its size)
+    # per_class: size (in proportion to class size) | val_share (to the class's share of the validation set) |
+    # val_loss (to the class's validation loss); never more than a class holds
     class_budget: str = "size"
     last_layer: str = "full"  # full (weight and bias gradients) | bias (CORDS' default)
     lookahead: str = "sum"  # sum (the paper, CORDS) | mean (one SGD step on the subset's mean loss)

@@ -597,3 +597,25 @@ def test_class_budget_by_validation_loss_gives_the_classes_the_model_gets_wrong_
     assert torch.bincount(train.y[redrawn.indices], minlength=4).tolist() == expected.tolist()
     with pytest.raises(ValueError, match="class_budget"):
         GlisterSelector(**options, class_budget="loss")
+
+
+def test_class_budget_by_validation_share_follows_the_trusted_class_mix():
+    """val_share: the subset's class mix is the validation set's (capped at what a class holds); with a
+    validation set in the pool's proportions the subset is the one `size` draws, example for example."""
+    model = TinyNet(4, 4).train()
+    options = dict(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
+                   score_source="training", temperature=math.inf)
+    pixels = image_data(200).x
+    skewed_y = torch.tensor([0] * 110 + [1] * 50 + [2] * 30 + [3] * 10)  # a long tail in the pool
+    train = ImageData(pixels, skewed_y)
+    balanced_val = ImageData(image_data(40, seed=1).x, torch.arange(40) % 4)
+    records = {"h": torch.rand(200, model.fc.in_features, generator=torch.Generator().manual_seed(0)),
+               "logits": torch.zeros(200, 4), "seen": torch.ones(200, dtype=torch.bool)}
+    share = GlisterSelector(**options, class_budget="val_share")
+    a = share.select_from_records(model, train, balanced_val, 60, records, generator=torch.Generator().manual_seed(3))
+    assert torch.bincount(skewed_y[a.indices], minlength=4).tolist() == [17, 17, 16, 10]  # class 3 gives all it has
+    proportional_val = ImageData(image_data(40, seed=1).x, skewed_y[::5])  # 22 / 10 / 6 / 2: the pool's mix
+    size = GlisterSelector(**options)
+    b = share.select_from_records(model, train, proportional_val, 60, records, generator=torch.Generator().manual_seed(3))
+    c = size.select_from_records(model, train, proportional_val, 60, records, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(b.indices, c.indices)

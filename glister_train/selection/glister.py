@@ -505,10 +505,13 @@ class GlisterSelector:
 
     def quotas(self, groups: torch.Tensor, budget: int, num_groups: int, zv: torch.Tensor,
                yv: torch.Tensor) -> torch.Tensor:
-        """Each class's share of the budget: in proportion to its size, or (``class_budget: val_loss``) to its
-        validation loss under the current model."""
+        """Each class's share of the budget: in proportion to its size, to its share of the validation set
+        (``class_budget: val_share``), or to its validation loss under the current model (``val_loss``); never
+        more than the class holds."""
         if self.class_budget == "size" or num_groups == 1:
             return budget_quotas(groups, budget, num_groups)
+        if self.class_budget == "val_share":
+            return budget_quotas(groups, budget, num_groups, torch.bincount(yv, minlength=num_groups).double())
         return budget_quotas(groups, budget, num_groups, class_demand(zv, yv, num_groups))
 
     def num_groups(self, problem: LastLayerProblem) -> int:
