@@ -36,7 +36,8 @@ ROWS = ("full data", "adaptive random, R = 1", "adaptive random, R = 3", "GLISTE
         "default + `hard_ratio` (above-mean-loss examples drawn more often, importance-weighted)",
         "default + `drop_by: margin` (the margin averaged over training ranks what is dropped)",
         "default + `drop_share_scale`", "default + `drop_by: margin` + `drop_share_scale`",
-        "default + `class_budget: val_loss` (per-class quotas by validation loss)")
+        "default + `class_budget: val_loss` (per-class quotas by validation loss)",
+        "default + `class_budget: val_share` (the subset's class mix follows the validation set's)")
 
 
 def configuration(cfg: dict) -> str | None:
@@ -57,7 +58,7 @@ def configuration(cfg: dict) -> str | None:
             return f"{ROWS[8]}: {s['hard_ratio']:g}"
         margin, scale = s.get("drop_by") == "margin", s.get("drop_share_scale", 1.0)
         if s.get("class_budget", "size") != "size":
-            return ROWS[12]
+            return ROWS[13] if s["class_budget"] == "val_share" else ROWS[12]
         if margin and scale != 1:
             return f"{ROWS[11]}: {scale:g}"
         if scale != 1:
@@ -122,6 +123,7 @@ def collect(roots: list[Path]) -> dict:
 def table(cells: dict) -> str:
     head = ["configuration"] + [f"{name}: seed 0 / 1 / 2 (mean ± std)" for name, *_ in CONDITIONS]
     head.append("wrong labels chosen, symmetric noise: all selections / last 15 epochs, per seed (pool: 40%)")
+    head.append("wrong labels chosen, pair noise (pool: 20%)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in sorted(cells, key=lambda r: max(i for i, name in enumerate(ROWS) if r.startswith(name))):
         out = [row]
@@ -133,9 +135,10 @@ def table(cells: dict) -> str:
             if len(present) >= 2:
                 text += f" ({statistics.fmean(present):.2f} ± {statistics.stdev(present):.2f})"
             out.append(text)
-        noisy = cells[row].get(CONDITIONS[2][0], {})
-        shares = [noisy[s]["wrong_labels"] for s in sorted(noisy) if noisy[s]["wrong_labels"]]
-        out.append("; ".join(f"{a:.1f} / {b:.1f}" for a, b in shares) or "-")
+        for noise_condition in (CONDITIONS[2][0], CONDITIONS[3][0]):
+            noisy = cells[row].get(noise_condition, {})
+            shares = [noisy[s]["wrong_labels"] for s in sorted(noisy) if noisy[s]["wrong_labels"]]
+            out.append("; ".join(f"{a:.1f} / {b:.1f}" for a, b in shares) or "-")
         lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
 
