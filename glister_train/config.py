@@ -74,7 +74,8 @@ class SelectionConfig:
     epsilon: float = 0.01  # stochastic: each step scores (n/k) ln(1/epsilon) random candidates
     per_class: bool = True  # split the budget over classes in proportion to their size
     # per_class: size (in proportion to class size) | val_share (to the class's share of the validation set) |
-    # val_loss (to the class's validation loss); never more than a class holds
+    # val_loss (to the class's validation loss); never more than a class holds. size here, what runs written before
+    # this key existed did; base.yaml sets val_share for new runs.
     class_budget: str = "size"
     last_layer: str = "full"  # full (weight and bias gradients) | bias (CORDS' default)
     lookahead: str = "sum"  # sum (the paper, CORDS) | mean (one SGD step on the subset's mean loss)

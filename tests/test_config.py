@@ -111,12 +111,14 @@ def test_presets_are_found_in_an_installed_package(tmp_path, monkeypatch):
 def test_a_run_written_before_a_key_existed_reads_back_as_it_ran(tmp_path: Path):
     """Keys added later default (in the dataclass) to the behaviour runs had before them; base.yaml may differ."""
     cfg = C.to_dict(resolve("--preset", "smoke"))
-    for key in ("agreement_sample", "first_subset"):
+    for key in ("agreement_sample", "first_subset", "class_budget", "drop_share_scale"):
         del cfg["selection"][key]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     old = C.load_file(tmp_path / "config.yaml")
     assert old.selection.agreement_sample == 0 and old.selection.first_subset == "auto"
-    assert resolve("--preset", "smoke").selection.agreement_sample == 1000  # new runs: base.yaml
+    assert old.selection.class_budget == "size" and old.selection.drop_share_scale == 1.0
+    new = resolve("--preset", "smoke").selection  # new runs: base.yaml
+    assert new.agreement_sample == 1000 and new.class_budget == "val_share"
 
 
 def test_every_package_folder_ships_in_the_wheel():
