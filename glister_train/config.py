@@ -107,6 +107,9 @@ class SelectionConfig:
     # are drawn this many times as often as the rest, with importance weights that keep the gradient unbiased
     # (InfoBatch's idea at a fixed budget); 1 = off
     hard_ratio: float = 1.0
+    # score_source training, temperature inf: per class, draw the kept examples trained on fewest times so far (ties
+    # at random), so every example is trained on about equally often; false: independent uniform draws each epoch
+    coverage: bool = False
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,8 @@ def validate(cfg: Config) -> Config:
     check(s.agreement_sample >= 0, "selection.agreement_sample", s.agreement_sample, ">= 0 (0: from the training records)")
     check(s.hard_ratio >= 1 and (s.hard_ratio == 1 or (s.sampling == "soft" and math.isinf(s.temperature))),
           "selection.hard_ratio", s.hard_ratio, ">= 1; above 1 only with sampling soft and temperature .inf")
+    check(not s.coverage or (s.sampling == "soft" and math.isinf(s.temperature) and s.hard_ratio == 1),
+          "selection.coverage", s.coverage, "false, or true with sampling soft, temperature .inf and hard_ratio 1")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
     check(t.eval_batch_size >= 0, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1, or 0 for the device's default")

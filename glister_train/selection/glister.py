@@ -41,7 +41,7 @@ from ..errors import NonFiniteSelection
 from .base import Selection
 from .forward import feature_function
 from .quotas import budget_quotas, class_demand, top_within_quotas
-from .sampling import draw, draw_hard_boosted, sampling_keys
+from .sampling import draw, draw_hard_boosted, draw_least_seen, sampling_keys
 
 # ---------------------------------------------------------------- the objective and its gradient
 
@@ -256,7 +256,7 @@ class GlisterSelector:
                  backend: str = "eager", score_source: str = "pass", val_gradient: str = "all",
                  drop_by: str = "gain", drop_share_auto: bool = False, drop_share_scale: float = 1.0,
                  agreement_sample: int = 0, class_budget: str = "size",
-                 hard_ratio: float = 1.0, device: str | torch.device = "cpu",
+                 hard_ratio: float = 1.0, coverage: bool = False, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 64):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
@@ -285,6 +285,10 @@ class GlisterSelector:
             raise ValueError(f"hard_ratio={hard_ratio!r}: 1 (off), or > 1 with score_source='training' (it reads the "
                              f"training pass's losses) and temperature=inf (got {score_source!r}, {temperature!r})")
         self.hard_ratio = hard_ratio
+        if coverage and (score_source != "training" or not math.isinf(temperature) or hard_ratio > 1):
+            raise ValueError(f"coverage=True reads how often training saw each example: it needs score_source='training' "
+                             f"and temperature=inf, without hard_ratio (got {score_source!r}, {temperature!r}, {hard_ratio!r})")
+        self.coverage = coverage
         # the greedy has no scores to draw from again; training records change every epoch: always redraw
         self.redraws = (redraw and sampling == "soft") or score_source == "training"
         self.mean, self.std, self.eta = mean, std, eta
@@ -491,7 +495,10 @@ class GlisterSelector:
             sort = torch.argsort(order)
             stats["select_weight_max"] = float(weights.max())
             return Selection(order[sort], weights[sort].float(), stats, cache)
-        order = draw(keys, groups, quotas, generator, self.uniform_share)
+        if self.coverage and records is not None and "times_seen" in records:
+            order = draw_least_seen(keys, records["times_seen"], groups, quotas, generator)
+        else:
+            order = draw(keys, groups, quotas, generator, self.uniform_share)
         return Selection.uniform(torch.sort(order).values, cache, **stats)
 
     def _drop_plan(self, probs: torch.Tensor, y: torch.Tensor, zv: torch.Tensor, yv: torch.Tensor,

@@ -12,6 +12,9 @@ without another forward pass.
 
 ``draw_hard_boosted`` (``hard_ratio``) draws uniformly within two strata per class instead, the examples whose
 latest training loss is above their class's mean drawn more often, and returns importance weights with the subset.
+
+``draw_least_seen`` (``coverage``) takes, per class, the kept candidates trained on fewest times so far: sampling
+without replacement across epochs, where independent uniform draws leave the counts spread binomially.
 """
 
 from __future__ import annotations
@@ -106,4 +109,14 @@ def draw_hard_boosted(losses: torch.Tensor, kept: torch.Tensor, groups: torch.Te
     return torch.cat(positions), torch.cat(weights)
 
 
-__all__ = ["budget_quotas", "draw", "draw_hard_boosted", "sampling_keys"]
+def draw_least_seen(keys: torch.Tensor, times_seen: torch.Tensor, groups: torch.Tensor, quotas: torch.Tensor,
+                    generator: torch.Generator) -> torch.Tensor:
+    """Positions of a subset with exactly ``quotas`` per group among the candidates whose key is finite: those
+    trained on fewest times so far first, ties broken at random. Over the epochs every kept example is then
+    trained on about equally often (at 30% for 45 epochs: 13 or 14 times, where uniform draws give 13.5 +- 3.1)."""
+    tiebreak = torch.rand(len(keys), generator=generator, dtype=torch.float64)  # in [0, 1): never crosses a count
+    priority = (tiebreak - times_seen.double()).masked_fill_(~torch.isfinite(keys), -math.inf)
+    return top_within_quotas(priority, groups, quotas, int(quotas.sum()))
+
+
+__all__ = ["budget_quotas", "draw", "draw_hard_boosted", "draw_least_seen", "sampling_keys"]
