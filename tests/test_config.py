@@ -86,6 +86,7 @@ def test_unknown_preset_lists_the_available_ones():
     (["--set", "selection.drop_share_scale=0"], r"selection.drop_share_scale: 0.0 is invalid; it must be > 0"),
     (["--set", "selection.hard_ratio=0.5"], r"selection.hard_ratio: 0.5 is invalid; it must be >= 1"),
     (["--set", "selection.hard_ratio=2", "--set", "selection.temperature=1"], r"selection.hard_ratio: 2.0 is invalid"),
+    (["--set", "selection.coverage=true", "--set", "selection.temperature=1"], r"selection.coverage: True is invalid"),
 ])
 def test_bad_values_name_the_key_and_the_rule(argv, message):
     with pytest.raises(ConfigError, match=message):

@@ -12,7 +12,8 @@ from glister_train.data import ImageData
 from glister_train.models import TinyNet
 from glister_train.selection.glister import GlisterSelector, LastLayerProblem, budget_quotas, greedy
 from glister_train.selection.quotas import class_demand
-from glister_train.selection.sampling import draw_hard_boosted
+from glister_train.selection.sampling import draw as draw_uniform
+from glister_train.selection.sampling import draw_hard_boosted, draw_least_seen
 
 
 def clusters(n: int, classes: int = 4, dim: int = 6, noise: float = 0.0, seed: int = 0, draw: int = 0):
@@ -500,6 +501,63 @@ def test_hard_boosted_draws_are_exact_and_their_weighted_sums_unbiased():
     again = draw_hard_boosted(losses, kept, groups, quotas, 3.0, torch.Generator().manual_seed(7))
     once = draw_hard_boosted(losses, kept, groups, quotas, 3.0, torch.Generator().manual_seed(7))
     assert torch.equal(again[0], once[0]) and torch.equal(again[1], once[1])
+
+
+def test_least_seen_draws_even_out_how_often_each_example_is_trained():
+    """coverage: exact quotas among the kept, the least-trained first; epoch after epoch every kept example of a
+    class is trained on equally often to within one, where independent uniform draws spread the counts widely."""
+    groups = torch.arange(300) % 3
+    keys = torch.zeros(300).masked_fill_(torch.arange(300) % 7 == 0, -math.inf)  # some candidates excluded
+    quotas = torch.tensor([30, 30, 29])
+    even, uniform = torch.zeros(300, dtype=torch.int32), torch.zeros(300, dtype=torch.int32)
+    g, h = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    for _ in range(10):
+        pos = draw_least_seen(keys, even, groups, quotas, g)
+        assert len(torch.unique(pos)) == len(pos) == 89 and bool(torch.isfinite(keys[pos]).all())
+        assert torch.bincount(groups[pos], minlength=3).tolist() == quotas.tolist()
+        even[pos] += 1
+        uniform[draw_uniform(keys, groups, quotas, h)] += 1
+    kept = torch.isfinite(keys)
+    for c in range(3):
+        members = kept & (groups == c)
+        assert int(even[members].max() - even[members].min()) <= 1
+        assert int(uniform[members].max() - uniform[members].min()) >= 4
+    assert int(even[~kept].sum()) == 0
+    counts = torch.randint(0, 5, (300,), generator=torch.Generator().manual_seed(1), dtype=torch.int32)
+    a = draw_least_seen(keys, counts, groups, quotas, torch.Generator().manual_seed(2))
+    assert torch.equal(a, draw_least_seen(keys, counts, groups, quotas, torch.Generator().manual_seed(2)))
+    for c in range(3):  # nothing left out was trained on less than anything drawn
+        chosen = torch.zeros(300, dtype=torch.bool)
+        chosen[a] = True
+        left = kept & (groups == c) & ~chosen
+        assert int(counts[chosen & (groups == c)].max()) <= int(counts[left].min())
+
+
+def test_the_selector_draws_the_least_trained_records_first():
+    train, val = image_data(80), image_data(24, seed=1)
+    model = TinyNet(4, 4).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    options = dict(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
+                   score_source="training", temperature=math.inf)
+    sel = GlisterSelector(**options, coverage=True)
+    g = torch.Generator().manual_seed(0)
+    times_seen = torch.zeros(80, dtype=torch.int32)
+    times_seen[:40] = 3  # the first half trained on three times, the rest not yet
+    records = {"h": torch.rand(80, model.fc.in_features, generator=g), "logits": torch.randn(80, 4, generator=g),
+               "seen": torch.ones(80, dtype=torch.bool), "times_seen": times_seen}
+    a = sel.select_from_records(model, train, val, 24, records, generator=torch.Generator().manual_seed(3))
+    b = sel.select_from_records(model, train, val, 24, records, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.indices, b.indices) and bool((a.weights == 1).all())
+    assert torch.bincount(train.y[a.indices], minlength=4).tolist() == budget_quotas(train.y, 24, 4).tolist()
+    assert bool((a.indices >= 40).all())  # every class has more than its quota among the unseen half
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.training
+    redrawn = sel.redraw(a.cache, train, 24, generator=torch.Generator().manual_seed(4), records=records)
+    assert bool((redrawn.indices >= 40).all())
+    plain = GlisterSelector(**options).select_from_records(model, train, val, 24, records,
+                                                           generator=torch.Generator().manual_seed(3))
+    assert bool((plain.indices < 40).any())  # without coverage the draw ignores the counts
+    with pytest.raises(ValueError, match="coverage"):
+        GlisterSelector(**{**options, "temperature": 1.0}, coverage=True)
 
 
 def test_the_selector_boosts_high_loss_records_with_weights():
