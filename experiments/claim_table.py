@@ -37,7 +37,8 @@ ROWS = ("full data", "adaptive random, R = 1", "adaptive random, R = 3", "GLISTE
         "default + `drop_by: margin` (the margin averaged over training ranks what is dropped)",
         "default + `drop_share_scale`", "default + `drop_by: margin` + `drop_share_scale`",
         "default + `class_budget: val_loss` (per-class quotas by validation loss)",
-        "default + `class_budget: val_share` (the subset's class mix follows the validation set's)")
+        "default + `class_budget: val_share` (the subset's class mix follows the validation set's)",
+        "default (`val_share`) + `coverage` (the kept examples trained on fewest times drawn first)")
 
 
 def configuration(cfg: dict) -> str | None:
@@ -56,6 +57,8 @@ def configuration(cfg: dict) -> str | None:
             return None
         if s.get("hard_ratio", 1.0) > 1:
             return f"{ROWS[8]}: {s['hard_ratio']:g}"
+        if s.get("coverage", False):
+            return ROWS[14]
         margin, scale = s.get("drop_by") == "margin", s.get("drop_share_scale", 1.0)
         if s.get("class_budget", "size") != "size":
             return ROWS[13] if s["class_budget"] == "val_share" else ROWS[12]

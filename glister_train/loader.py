@@ -86,23 +86,25 @@ class AdaptiveSubsetLoader:
         return getattr(self.selector, "score_source", "pass") == "training"
 
     def record(self, idx: torch.Tensor, features: torch.Tensor, logits: torch.Tensor) -> None:
-        """Keep the training pass's features and logits of the examples ``idx`` (the latest pass wins), and add
-        up each one's logit margin (its label's logit minus the largest other) over every pass."""
+        """Keep the training pass's features and logits of the examples ``idx`` (the latest pass wins) and count
+        how often each was trained on; for a selector that drops by margin, also add up each one's logit margin
+        (its label's logit minus the largest other) over every pass."""
         n = len(self.train)
         if self.records is None:
             self.records = {"h": torch.zeros(n, features.shape[1]), "logits": torch.zeros(n, logits.shape[1]),
                             "seen": torch.zeros(n, dtype=torch.bool)}
-        if "margin_sum" not in self.records:  # records checkpointed before margins were kept start counting now
-            self.records.update(margin_sum=torch.zeros(n, dtype=torch.float64), times_seen=torch.zeros(n, dtype=torch.int32))
+        if "times_seen" not in self.records:  # records checkpointed before counts were kept start counting now
+            self.records["times_seen"] = torch.zeros(n, dtype=torch.int32)
         logits = logits.detach().float().cpu()
-        y = self.train.y[idx.to(self.train.y.device)].cpu()
-        own = logits[torch.arange(len(y)), y]
-        margin = own - logits.scatter(1, y[:, None], float("-inf")).max(1).values
         self.records["h"][idx] = features.detach().float().cpu()
         self.records["logits"][idx] = logits
         self.records["seen"][idx] = True
-        self.records["margin_sum"][idx] += margin.double()
         self.records["times_seen"][idx] += 1
+        if getattr(self.selector, "drop_by", None) == "margin":
+            y = self.train.y[idx.to(self.train.y.device)].cpu()
+            own = logits[torch.arange(len(y)), y]
+            margin = own - logits.scatter(1, y[:, None], float("-inf")).max(1).values
+            self.records.setdefault("margin_sum", torch.zeros(n, dtype=torch.float64))[idx] += margin.double()
 
     def wants_val_features(self, epoch: int) -> bool:
         """Whether a selection that reads the validation set's features is due at ``epoch``."""

@@ -107,7 +107,9 @@ def test_state_dict_round_trip_restores_schedule_and_streams():
 
 
 def test_records_add_up_each_examples_margin_over_every_pass():
-    loader = make(Spy(), n=10)  # labels are arange(10) % 5
+    spy = Spy()
+    spy.drop_by = "margin"  # margins are kept only for a selector that ranks by them
+    loader = make(spy, n=10)  # labels are arange(10) % 5
     idx = torch.tensor([0, 6])  # labels 0 and 1
     first = torch.tensor([[3.0, 1.0, 0.0, 0.0, 0.0], [2.0, 0.5, 0.0, 0.0, 0.0]])
     loader.record(idx, torch.zeros(2, 4), first)  # margins 3 - 1 = 2 and 0.5 - 2 = -1.5
@@ -117,3 +119,6 @@ def test_records_add_up_each_examples_margin_over_every_pass():
     assert r["margin_sum"][idx].tolist() == [-2.0, 2.5] and r["times_seen"][idx].tolist() == [2, 2]
     assert torch.equal(r["logits"][idx], second)  # the logits are the latest pass's
     assert int(r["times_seen"].sum()) == 4 and not bool(r["seen"][1])
+    plain = make(Spy(), n=10)
+    plain.record(idx, torch.zeros(2, 4), first)
+    assert "margin_sum" not in plain.records and plain.records["times_seen"][idx].tolist() == [1, 1]
