@@ -533,12 +533,17 @@ def test_least_seen_draws_even_out_how_often_each_example_is_trained():
         assert int(counts[chosen & (groups == c)].max()) <= int(counts[left].min())
 
 
-def test_the_selector_draws_the_least_trained_records_first():
-    train, val = image_data(80), image_data(24, seed=1)
+def uniform_draw_case():
+    """80 training and 24 validation images, a model in train mode with a copy of its state, and the options of a
+    selector that draws uniformly from the training records."""
     model = TinyNet(4, 4).train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     options = dict(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
                    score_source="training", temperature=math.inf)
+    return image_data(80), image_data(24, seed=1), model, {k: v.clone() for k, v in model.state_dict().items()}, options
+
+
+def test_the_selector_draws_the_least_trained_records_first():
+    train, val, model, before, options = uniform_draw_case()
     sel = GlisterSelector(**options, coverage=True)
     g = torch.Generator().manual_seed(0)
     times_seen = torch.zeros(80, dtype=torch.int32)
@@ -561,11 +566,7 @@ def test_the_selector_draws_the_least_trained_records_first():
 
 
 def test_the_selector_boosts_high_loss_records_with_weights():
-    train, val = image_data(80), image_data(24, seed=1)
-    model = TinyNet(4, 4).train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    options = dict(mean=torch.full((3,), 0.5), std=torch.full((3,), 0.25), eta=0.1, sampling="soft",
-                   score_source="training", temperature=math.inf)
+    train, val, model, before, options = uniform_draw_case()
     sel = GlisterSelector(**options, hard_ratio=4.0)
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(80, 4, generator=g) * 3
