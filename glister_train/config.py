@@ -107,8 +107,9 @@ class SelectionConfig:
     # are drawn this many times as often as the rest, with importance weights that keep the gradient unbiased
     # (InfoBatch's idea at a fixed budget); 1 = off
     hard_ratio: float = 1.0
-    # score_source training, temperature inf: per class, draw the kept examples trained on fewest times so far (ties
-    # at random), so every example is trained on about equally often; false: independent uniform draws each epoch
+    # temperature inf, where the training records exist (score_source training or auto: not under torchrun or
+    # torch.compile): per class, draw the kept examples trained on fewest times so far (ties at random), so every
+    # example is trained on about equally often; false: independent uniform draws each epoch
     coverage: bool = False
 
 

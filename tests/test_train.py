@@ -253,8 +253,7 @@ def test_score_source_auto_reads_the_training_pass_in_one_process(npz_dir: Path)
     assert selector_for(compiled, splits, resolve_runtime(compiled.runtime)).score_source == "pass"
 
 
-@pytest.mark.parametrize("option", [{"drop_by": "margin"}, {"hard_ratio": 2.0}, {"coverage": True}],
-                         ids=["margin", "hard_ratio", "coverage"])
+@pytest.mark.parametrize("option", [{"drop_by": "margin"}, {"hard_ratio": 2.0}], ids=["margin", "hard_ratio"])
 def test_options_that_read_the_training_records_refuse_a_run_without_them(npz_dir: Path, option):
     from glister_train.errors import ConfigError
     from glister_train.runtime import resolve_runtime
@@ -268,3 +267,22 @@ def test_options_that_read_the_training_records_refuse_a_run_without_them(npz_di
     cfg = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "temperature": float("inf"),
                                           "score_source": "auto", **option})
     assert selector_for(cfg, splits, resolve_runtime(cfg.runtime)).score_source == "training"
+
+
+def test_coverage_applies_where_the_training_records_exist(npz_dir: Path):
+    """coverage follows score_source auto: on in one eager process, off under torch.compile (no records there),
+    and refused with score_source pass set explicitly."""
+    from glister_train.errors import ConfigError
+    from glister_train.runtime import resolve_runtime
+    from glister_train.train import selector_for
+
+    splits = load_splits(tiny_config(npz_dir).data)
+    options = {"selector": "glister", "sampling": "soft", "temperature": float("inf"), "coverage": True}
+    eager = tiny_config(npz_dir, selection={**options, "score_source": "auto"})
+    assert selector_for(eager, splits, resolve_runtime(eager.runtime)).coverage
+    compiled = tiny_config(npz_dir, selection={**options, "score_source": "auto"}, runtime={"compile": True})
+    selector = selector_for(compiled, splits, resolve_runtime(compiled.runtime))
+    assert selector.score_source == "pass" and not selector.coverage
+    explicit = tiny_config(npz_dir, selection={**options, "score_source": "pass"})
+    with pytest.raises(ConfigError, match="selection.coverage: true .* score_source 'pass'"):
+        selector_for(explicit, splits, resolve_runtime(explicit.runtime))
