@@ -75,13 +75,19 @@ NOT_A_SETTING = ("run.", "runtime.", "data.data_dir", "data.download", "data.dat
                  "selection.selector", "selection.fraction", "model.init_from")
 
 
+# the selection keys every selector's schedule reads; the rest of `selection` are glister's options, which do not
+# set apart two runs of another selector (adaptive random written before and after a glister default changed)
+SCHEDULE = ("selection.select_every", "selection.kappa", "selection.first_subset")
+
+
 def label_runs(runs: list[RunRecord]) -> None:
     """Name each run's group from the config keys that differ between the runs of the report.
 
     A data, model or training key that differs makes a *condition* (e.g. ``label_noise=0.4``): runs are
     only compared within one. A selection key that differs goes into the
     *label* (``adaptive-random select_every=1``, ``glister sampling=soft``) where it is not the default
-    (``select_every`` always, when it differs: both of random's schedules are named).
+    (``select_every`` always, when it differs: both of random's schedules are named); other selectors are named
+    by their schedule only.
     """
     keys = sorted({k for r in runs for k in r.config if not k.startswith(NOT_A_SETTING)})
     varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
@@ -93,7 +99,8 @@ def label_runs(runs: list[RunRecord]) -> None:
     for run in runs:
         parts = [] if run.selector == "full" else [
             f"{k.split('.')[-1]}={run.config.get(k)}" for k in own
-            if run.config.get(k) != defaults.get(k) or k == "selection.select_every"]
+            if (run.selector == "glister" or k in SCHEDULE)
+            and (run.config.get(k) != defaults.get(k) or k == "selection.select_every")]
         run.label = " ".join([run.selector, *parts])
 
 

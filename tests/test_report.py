@@ -109,6 +109,22 @@ def test_runs_are_grouped_by_condition_and_labelled_by_what_differs():
     assert soft["vs_adaptive_random"] == pytest.approx(0.64 - 0.65)
 
 
+def test_a_glister_option_does_not_split_a_random_baselines_seeds():
+    """Adaptive random's seeds written before and after a glister default changed are one group."""
+    from glister_train.report import table
+
+    runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.6], **{"selection.select_every": 1}),
+            _hand_run("adaptive-random", 1, [1, 1], [0.5, 0.7], **{"selection.select_every": 1,
+                                                                   "selection.class_budget": "val_share"}),
+            _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3}),
+            _hand_run("glister", 0, [1, 1], [0.5, 0.62], **{"selection.select_every": 3,
+                                                            "selection.class_budget": "val_share"})]
+    rows = table(runs)
+    random = [r for r in rows if r["label"].startswith("adaptive-random")]
+    assert [(r["label"], r["seeds"]) for r in random] == [("adaptive-random select_every=1", [0, 1])]
+    assert len([r for r in rows if r["label"].startswith("glister")]) == 2  # for glister the option matters
+
+
 def test_random_baselines_best_schedule_is_chosen_on_validation_not_test():
     """R = 1 ends higher on test but lower on validation than R = 3: the comparison takes R = 3."""
     from glister_train.report import table
