@@ -111,6 +111,10 @@ class SelectionConfig:
     # torch.compile): per class, draw the kept examples trained on fewest times so far (ties at random), so every
     # example is trained on about equally often; false: independent uniform draws each epoch
     coverage: bool = False
+    # score_source training, drop_by confidence: easy first. Over this share of the epochs the draw keeps only each
+    # class's most confidently learnt examples, from twice the budget's share of them at the start to all at the
+    # end of the span (the noise filter's ranking, set aside more early); 0 = off
+    curriculum: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -348,6 +352,9 @@ def validate(cfg: Config) -> Config:
           "selection.hard_ratio", s.hard_ratio, ">= 1; above 1 only with sampling soft and temperature .inf")
     check(not s.coverage or (s.sampling == "soft" and math.isinf(s.temperature) and s.hard_ratio == 1),
           "selection.coverage", s.coverage, "false, or true with sampling soft, temperature .inf and hard_ratio 1")
+    check(0 <= s.curriculum <= 1 and (not s.curriculum or (s.sampling == "soft" and s.drop_by == "confidence")),
+          "selection.curriculum", s.curriculum, "a share of the epochs in [0, 1]; above 0 with sampling soft and "
+          "drop_by confidence")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
     check(t.eval_batch_size >= 0, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1, or 0 for the device's default")

@@ -51,7 +51,7 @@ class AdaptiveSubsetLoader:
                  channels_last: bool = False, random_start: bool = True, noisy: torch.Tensor | None = None):
         self.train, self.val, self.selector = train, val, selector
         self.budget = budget_for(fraction, len(train))
-        self.warm_epochs = round(kappa * epochs)
+        self.epochs, self.warm_epochs = epochs, round(kappa * epochs)
         self.select_every, self.batch_size = select_every, batch_size
         self.mean, self.std, self.augment = mean, std, augment
         self.device = torch.device(device)
@@ -130,7 +130,8 @@ class AdaptiveSubsetLoader:
             known = self.val_known[1] if self.val_known is not None and self.val_known[0] == epoch else None
             if self.wants_records and selector is self.selector:
                 selection = selector.select_from_records(model, self.train, self.val, self.budget, self.records,
-                                                         generator=self.select_gen, val_known=known)
+                                                         generator=self.select_gen, val_known=known,
+                                                         progress=epoch / self.epochs)
             elif known is not None and selector is self.selector:
                 selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen,
                                             val_known=known)
@@ -144,7 +145,7 @@ class AdaptiveSubsetLoader:
             else:
                 selector = self.selector
                 selection = selector.redraw(self.cache, self.train, self.budget, generator=self.select_gen,
-                                            records=self.records)
+                                            records=self.records, progress=epoch / self.epochs)
         else:
             return None
         stats = selection.stats

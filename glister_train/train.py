@@ -64,6 +64,9 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
                           "score_source 'pass' does not keep; use --set selection.coverage=false or score_source=auto")
     # like score_source auto, coverage applies where the training records exist: not under torchrun or torch.compile
     coverage = s.coverage and score_source == "training"
+    if s.curriculum and score_source != "training":
+        raise ConfigError(f"selection.curriculum: {s.curriculum!r} ranks the training pass's records, which this run "
+                          f"does not keep (score_source resolves to {score_source!r}); use --set selection.curriculum=0")
     if s.drop_by == "margin" and score_source != "training":
         raise ConfigError(f"selection.drop_by: 'margin' averages the training pass's margins, which this run does not "
                           f"keep (score_source resolves to {score_source!r}); use --set selection.drop_by=confidence")
@@ -80,7 +83,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
         center_features=s.center_features, backend=s.backend, score_source=score_source,
         val_gradient=s.val_gradient, drop_by=s.drop_by, drop_share_auto=s.drop_share_auto,
         drop_share_scale=s.drop_share_scale, class_budget=s.class_budget,
-        agreement_sample=s.agreement_sample, hard_ratio=s.hard_ratio, coverage=coverage,
+        agreement_sample=s.agreement_sample, hard_ratio=s.hard_ratio, coverage=coverage, curriculum=s.curriculum,
         device=runtime.device, precision=runtime.precision,
         channels_last=runtime.channels_last, batch_size=runtime.eval_batch(cfg.train.eval_batch_size))
 

@@ -206,6 +206,16 @@ def confidence_drop(probs: torch.Tensor, y: torch.Tensor, val_logits: torch.Tens
     return confidence, share
 
 
+def curriculum_drop(progress: float, span: float, fraction: float) -> float:
+    """The share of each class to set aside as hardest (least confident) at ``progress`` (the share of the run's
+    epochs done): easy first, the kept share growing linearly from twice the budget's fraction to everything over
+    the first ``span`` of the epochs (0: no curriculum)."""
+    if span <= 0 or progress >= span:
+        return 0.0
+    start = min(1.0, 2 * fraction)
+    return 1.0 - (start + (1.0 - start) * progress / span)
+
+
 def mean_margins(records: dict[str, torch.Tensor]) -> torch.Tensor:
     """Each example's logit margin (its label's logit minus the largest other), averaged over every time the
     training pass trained on it: the area under the margin (Pleiss et al., 2020). A wrong label is learnt only
@@ -256,7 +266,7 @@ class GlisterSelector:
                  backend: str = "eager", score_source: str = "pass", val_gradient: str = "all",
                  drop_by: str = "gain", drop_share_auto: bool = False, drop_share_scale: float = 1.0,
                  agreement_sample: int = 0, class_budget: str = "size",
-                 hard_ratio: float = 1.0, coverage: bool = False, device: str | torch.device = "cpu",
+                 hard_ratio: float = 1.0, coverage: bool = False, curriculum: float = 0.0, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, batch_size: int = 64):
         if greedy not in GREEDY or last_layer not in LAST_LAYER or lookahead not in LOOKAHEAD or sampling not in SAMPLING:
             raise ValueError(f"greedy={greedy!r}, last_layer={last_layer!r}, lookahead={lookahead!r}, "
@@ -289,6 +299,11 @@ class GlisterSelector:
             raise ValueError(f"coverage=True reads how often training saw each example: it needs score_source='training' "
                              f"and temperature=inf, without hard_ratio (got {score_source!r}, {temperature!r}, {hard_ratio!r})")
         self.coverage = coverage
+        if not 0 <= curriculum <= 1 or (curriculum and (score_source != "training" or drop_by != "confidence")):
+            raise ValueError(f"curriculum={curriculum!r}: a share of the epochs in [0, 1]; above 0 it ranks the training "
+                             f"records by confidence (score_source='training', drop_by='confidence'; got "
+                             f"{score_source!r}, {drop_by!r})")
+        self.curriculum = curriculum
         # the greedy has no scores to draw from again; training records change every epoch: always redraw
         self.redraws = (redraw and sampling == "soft") or score_source == "training"
         self.mean, self.std, self.eta = mean, std, eta
@@ -399,17 +414,20 @@ class GlisterSelector:
         )
 
     def redraw(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int, *,
-               generator: torch.Generator, records: dict[str, torch.Tensor] | None = None) -> Selection:
+               generator: torch.Generator, records: dict[str, torch.Tensor] | None = None,
+               progress: float = 1.0) -> Selection:
         """A new draw without a forward pass: from the last selection's keys, or (``score_source: training``)
-        from the latest training records against the last validation gradient."""
+        from the latest training records against the last validation gradient. ``progress``: the share of the
+        run's epochs done (for ``curriculum``)."""
         if self.score_source == "training":
-            return self._draw_from_records(cache, train, budget, records, generator, selector="glister-redraw")
+            return self._draw_from_records(cache, train, budget, records, generator, progress,
+                                           selector="glister-redraw")
         order = draw(cache["keys"], cache["groups"], cache["quotas"], generator, self.uniform_share)
         return Selection.uniform(torch.sort(cache["pool"][order]).values, cache, selector="glister-redraw")
 
     def select_from_records(self, model: nn.Module, train: ImageData, val: ImageData, budget: int,
                             records: dict[str, torch.Tensor] | None, *, generator: torch.Generator,
-                            val_known: torch.Tensor | None = None) -> Selection:
+                            val_known: torch.Tensor | None = None, progress: float = 1.0) -> Selection:
         """``score_source: training``: the candidates' features and logits are what the training pass computed
         when it last trained on each of them (augmented, train-mode: the gradient it really contributed), so
         the only forward passes are the validation set's (none when the evaluation has just run it: ``val_known``)
@@ -429,7 +447,7 @@ class GlisterSelector:
             _, z = self.features(model, train.x[pick.to(train.x.device)])
             cache["agree"] = torch.tensor(float((z.argmax(1) == train.y[pick.to(train.y.device)].cpu()).float().mean()))
         forward_time = time.perf_counter() - start
-        selection = self._draw_from_records(cache, train, budget, records, generator)
+        selection = self._draw_from_records(cache, train, budget, records, generator, progress)
         selection.stats.update(select_forward_time=forward_time, select_val_reused=float(val_known is not None),
                                select_backend_build_time=self.build_time,
                                select_greedy_time=time.perf_counter() - start - forward_time,
@@ -455,7 +473,7 @@ class GlisterSelector:
 
     def _draw_from_records(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int,
                            records: dict[str, torch.Tensor] | None, generator: torch.Generator,
-                           **stats: object) -> Selection:
+                           progress: float = 1.0, **stats: object) -> Selection:
         y = train.y.cpu()
         n, c = len(y), cache["rv"].shape[1]
         groups = y if self.per_class else torch.zeros_like(y)
@@ -476,6 +494,7 @@ class GlisterSelector:
             probs = torch.softmax(records["logits"][seen], 1)
             conf, share = self._drop_plan(probs, y[seen], cache["zv"], cache["yv"],
                                           float(cache["agree"]) if "agree" in cache else None)
+            share = max(share, curriculum_drop(progress, self.curriculum, budget / n))
             if self.drop_by == "margin":
                 conf = mean_margins(records)[seen]
             # never-seen examples rank as fully confident: not dropped for want of a record
