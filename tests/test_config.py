@@ -87,6 +87,8 @@ def test_unknown_preset_lists_the_available_ones():
     (["--set", "selection.hard_ratio=0.5"], r"selection.hard_ratio: 0.5 is invalid; it must be >= 1"),
     (["--set", "selection.hard_ratio=2", "--set", "selection.temperature=1"], r"selection.hard_ratio: 2.0 is invalid"),
     (["--set", "selection.coverage=true", "--set", "selection.temperature=1"], r"selection.coverage: True is invalid"),
+    (["--set", "selection.curriculum=1.5"], r"selection.curriculum: 1.5 is invalid; it must be a share of the epochs"),
+    (["--set", "selection.curriculum=0.3", "--set", "selection.drop_by=gain"], r"selection.curriculum: 0.3 is invalid"),
 ])
 def test_bad_values_name_the_key_and_the_rule(argv, message):
     with pytest.raises(ConfigError, match=message):

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from glister_train.data import ImageData
 from glister_train.models import TinyNet
-from glister_train.selection.glister import GlisterSelector, LastLayerProblem, budget_quotas, greedy
+from glister_train.selection.glister import GlisterSelector, LastLayerProblem, budget_quotas, curriculum_drop, greedy
 from glister_train.selection.quotas import class_demand
 from glister_train.selection.sampling import draw as draw_uniform
 from glister_train.selection.sampling import draw_hard_boosted, draw_least_seen
@@ -563,6 +563,37 @@ def test_the_selector_draws_the_least_trained_records_first():
     assert bool((plain.indices < 40).any())  # without coverage the draw ignores the counts
     with pytest.raises(ValueError, match="coverage"):
         GlisterSelector(**{**options, "temperature": 1.0}, coverage=True)
+
+
+def test_the_curriculum_sets_aside_the_least_confident_early_and_nothing_after_its_span():
+    assert curriculum_drop(0.0, 0.3, 0.3) == pytest.approx(0.4)  # keep twice the budget's share at the start
+    assert curriculum_drop(0.15, 0.3, 0.3) == pytest.approx(0.2)  # half way: 0.6 + 0.4 / 2 kept
+    assert curriculum_drop(0.3, 0.3, 0.3) == curriculum_drop(0.9, 0.3, 0.3) == curriculum_drop(0.0, 0.0, 0.3) == 0.0
+    assert curriculum_drop(0.0, 0.3, 0.6) == 0.0  # twice a large budget is everything
+    train, val, model, before, options = uniform_draw_case()
+    options = {**options, "drop_by": "confidence"}
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(80, 4, generator=g) * 3
+    records = {"h": torch.rand(80, model.fc.in_features, generator=g), "logits": logits,
+               "seen": torch.ones(80, dtype=torch.bool), "times_seen": torch.ones(80, dtype=torch.int32)}
+    sel = GlisterSelector(**options, curriculum=0.5)
+    early = sel.select_from_records(model, train, val, 16, records, generator=torch.Generator().manual_seed(3),
+                                    progress=0.0)
+    assert early.stats["select_drop_share"] == pytest.approx(0.6)  # 16 of 80: keep 40% of each class
+    confidence = torch.softmax(logits, 1)[torch.arange(80), train.y]
+    for c in range(4):  # every drawn example is among its class's 40% most confident
+        members = (train.y == c).nonzero().squeeze(1)
+        easiest = members[torch.argsort(confidence[members], descending=True)[: int(0.4 * len(members))]]
+        drawn = early.indices[train.y[early.indices] == c]
+        assert set(drawn.tolist()) <= set(easiest.tolist())
+    assert torch.bincount(train.y[early.indices], minlength=4).tolist() == budget_quotas(train.y, 16, 4).tolist()
+    late = sel.redraw(early.cache, train, 16, generator=torch.Generator().manual_seed(5), records=records, progress=0.5)
+    plain = GlisterSelector(**options).redraw(early.cache, train, 16, generator=torch.Generator().manual_seed(5),
+                                              records=records)
+    assert torch.equal(late.indices, plain.indices)  # after its span the curriculum changes nothing
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.training
+    with pytest.raises(ValueError, match="curriculum"):
+        GlisterSelector(**{**options, "drop_by": "gain"}, curriculum=0.3)
 
 
 def test_the_selector_boosts_high_loss_records_with_weights():

@@ -106,6 +106,34 @@ def test_state_dict_round_trip_restores_schedule_and_streams():
     assert all(torch.equal(x.x, y.x) for x, y in zip(a, b))
 
 
+class RecordsSpy(Spy):
+    """A selector that reads the training records and draws again every epoch; it keeps the progress it is given."""
+
+    score_source = "training"
+    redraws = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress: list[tuple[str, float]] = []
+
+    def select_from_records(self, model, train, val, budget, records, *, generator, val_known=None, progress=1.0):
+        self.progress.append(("select", progress))
+        return Selection.uniform(torch.arange(budget), {"scores": torch.zeros(1)})
+
+    def redraw(self, cache, train, budget, *, generator, records=None, progress=1.0):
+        self.progress.append(("redraw", progress))
+        return Selection.uniform(torch.arange(budget), cache)
+
+
+def test_selectors_that_read_the_records_are_told_how_far_the_run_is():
+    spy = RecordsSpy()
+    loader = make(spy, epochs=10, every=3)
+    for epoch in range(5):
+        loader.reselect_if_due(epoch, model=None)
+    # epoch 0 is a random subset, epochs 1-2 redraws, epoch 3 a selection, epoch 4 a redraw
+    assert spy.progress == [("redraw", 0.1), ("redraw", 0.2), ("select", 0.3), ("redraw", 0.4)]
+
+
 def test_records_add_up_each_examples_margin_over_every_pass():
     spy = Spy()
     spy.drop_by = "margin"  # margins are kept only for a selector that ranks by them

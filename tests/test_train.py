@@ -253,7 +253,8 @@ def test_score_source_auto_reads_the_training_pass_in_one_process(npz_dir: Path)
     assert selector_for(compiled, splits, resolve_runtime(compiled.runtime)).score_source == "pass"
 
 
-@pytest.mark.parametrize("option", [{"drop_by": "margin"}, {"hard_ratio": 2.0}], ids=["margin", "hard_ratio"])
+@pytest.mark.parametrize("option", [{"drop_by": "margin"}, {"hard_ratio": 2.0}, {"curriculum": 0.3}],
+                         ids=["margin", "hard_ratio", "curriculum"])
 def test_options_that_read_the_training_records_refuse_a_run_without_them(npz_dir: Path, option):
     from glister_train.errors import ConfigError
     from glister_train.runtime import resolve_runtime
