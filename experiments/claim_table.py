@@ -38,7 +38,8 @@ ROWS = ("full data", "adaptive random, R = 1", "adaptive random, R = 3", "GLISTE
         "default + `drop_share_scale`", "default + `drop_by: margin` + `drop_share_scale`",
         "default + `class_budget: val_loss` (per-class quotas by validation loss)",
         "default + `class_budget: val_share` (the subset's class mix follows the validation set's)",
-        "default (`val_share`) + `coverage` (the kept examples trained on fewest times drawn first)")
+        "default (`val_share`) + `coverage` (the kept examples trained on fewest times drawn first)",
+        "default (`val_share`) + `curriculum` (easy first: the least confident set aside early)")
 
 
 def configuration(cfg: dict) -> str | None:
@@ -57,6 +58,8 @@ def configuration(cfg: dict) -> str | None:
             return None
         if s.get("hard_ratio", 1.0) > 1:
             return f"{ROWS[8]}: {s['hard_ratio']:g}"
+        if s.get("curriculum", 0.0) > 0:
+            return f"{ROWS[15]}: {s['curriculum']:g}"
         if s.get("coverage", False):
             return ROWS[14]
         margin, scale = s.get("drop_by") == "margin", s.get("drop_share_scale", 1.0)
