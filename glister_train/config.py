@@ -65,6 +65,9 @@ class SelectionConfig:
     fraction: float = 0.1
     select_every: int = 20  # epochs between selections (R)
     kappa: float = 0.0  # fraction of the epochs trained on the full data before selection starts
+    # count that warm start against the budget, as CORDS' -Warm variants do: ceil(kappa * epochs * fraction) full-data
+    # epochs, then the epochs up to round(kappa * epochs) are skipped (the learning rate keeps its schedule)
+    kappa_matched: bool = False
     # who picks the first subset of a run that starts selecting at epoch 0: auto = at random for a fresh model,
     # the selector for a warm-started one (model.init_from) | random | selector
     first_subset: str = "auto"
@@ -326,6 +329,8 @@ def validate(cfg: Config) -> Config:
     check(0 < s.fraction <= 1 and math.isfinite(s.fraction), "selection.fraction", s.fraction, "in (0, 1], e.g. 0.3 for 30%")
     check(s.select_every >= 1, "selection.select_every", s.select_every, "an integer >= 1 (epochs between selections)")
     check(0 <= s.kappa < 1, "selection.kappa", s.kappa, "in [0, 1) (the share of epochs trained on full data first)")
+    check(not s.kappa_matched or s.kappa > 0, "selection.kappa_matched", s.kappa_matched,
+          "false when selection.kappa is 0 (it counts the warm start against the budget; set kappa, e.g. 0.5)")
     choice("selection.first_subset", s.first_subset, O.FIRST_SUBSET)
     choice("selection.greedy", s.greedy, O.GREEDY)
     choice("selection.last_layer", s.last_layer, O.LAST_LAYER)

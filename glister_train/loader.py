@@ -1,7 +1,10 @@
 """AdaptiveSubsetLoader: batches from the current subset; re-selects only when the loop asks.
 
 Schedule for ``E`` epochs, warm start ``kappa`` and period ``R`` (``select_every``):
-- epochs ``[0, W)`` with ``W = round(kappa * E)`` train on the full training set;
+- epochs ``[0, W)`` with ``W = round(kappa * E)`` train on the full training set; with ``kappa_matched`` that
+  warm start counts against the budget (CORDS' -Warm): only ``ceil(kappa * E * fraction)`` epochs train on the
+  full set and the rest of ``[0, W)`` are skipped, the learning rate stepping on as if they had run, so the
+  run costs what ``E`` epochs on the subset cost;
 - at epoch ``W`` the first subset is chosen, then a new one at ``W + R, W + 2R, ...``
   (only for selectors that re-select; ``full`` and ``random`` keep their first subset);
 - a model that has not trained yet (epoch 0 of a fresh run, ``random_start``) has nothing to say
@@ -16,6 +19,7 @@ loss so that DDP's gradient average equals the single-process gradient of the gl
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,11 +51,15 @@ class Batch:
 class AdaptiveSubsetLoader:
     def __init__(self, train: ImageData, val: ImageData, selector: SubsetSelector, *, fraction: float,
                  epochs: int, select_every: int, kappa: float, batch_size: int, mean: torch.Tensor,
+                 kappa_matched: bool = False,
                  std: torch.Tensor, augment: bool = True, seed: int = 0, device: str | torch.device = "cpu",
                  channels_last: bool = False, random_start: bool = True, noisy: torch.Tensor | None = None):
         self.train, self.val, self.selector = train, val, selector
         self.budget = budget_for(fraction, len(train))
         self.epochs, self.warm_epochs = epochs, round(kappa * epochs)
+        # the epochs that train on the full set; the rest of the warm start is skipped
+        self.full_epochs = min(math.ceil(kappa * epochs * fraction - 1e-9), self.warm_epochs) if kappa_matched \
+            else self.warm_epochs
         self.select_every, self.batch_size = select_every, batch_size
         self.mean, self.std, self.augment = mean, std, augment
         self.device = torch.device(device)
@@ -73,6 +81,10 @@ class AdaptiveSubsetLoader:
         self.val_known: tuple[int, torch.Tensor] | None = None
 
     # ------------------------------------------------------------ schedule
+
+    def skips(self, epoch: int) -> bool:
+        """A warm-start epoch the compute-matched schedule skips: nothing is trained or selected."""
+        return self.full_epochs <= epoch < self.warm_epochs
 
     def due(self, epoch: int) -> bool:
         if epoch < self.warm_epochs:

@@ -77,7 +77,7 @@ NOT_A_SETTING = ("run.", "runtime.", "data.data_dir", "data.download", "data.dat
 
 # the selection keys every selector's schedule reads; the rest of `selection` are glister's options, which do not
 # set apart two runs of another selector (adaptive random written before and after a glister default changed)
-SCHEDULE = ("selection.select_every", "selection.kappa", "selection.first_subset")
+SCHEDULE = ("selection.select_every", "selection.kappa", "selection.kappa_matched", "selection.first_subset")
 
 
 def label_runs(runs: list[RunRecord]) -> None:
@@ -114,8 +114,10 @@ def clock_name(key: str) -> str:
 
 def add_epoch_costs(metrics: list[dict[str, Any]], fraction: float) -> None:
     """``epoch_cost`` for each epoch: full-data epochs at this run's own pace (see ``--clock epochs``)."""
-    pool = metrics[0]["subset_size"] / fraction if metrics else 1.0
-    pace = statistics.median((m["epoch_time"] - m["select_time"]) / m["subset_size"] for m in metrics)
+    # the last epoch trains on the budget (a warm start's first epochs train on the whole pool)
+    pool = metrics[-1]["subset_size"] / fraction if metrics else 1.0
+    pace = statistics.median((m["epoch_time"] - m["select_time"]) / m["subset_size"] for m in metrics
+                             if m["subset_size"])  # a skipped warm-start epoch trains nothing
     for m in metrics:
         m["epoch_cost"] = (m["subset_size"] + m["select_time"] / pace) / pool
 

@@ -93,8 +93,8 @@ def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: boo
     fraction = 1.0 if s.selector == "full" else s.fraction
     return AdaptiveSubsetLoader(
         splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.epochs,
-        select_every=s.select_every, kappa=s.kappa, batch_size=cfg.train.batch_size, mean=splits.mean,
-        std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
+        select_every=s.select_every, kappa=s.kappa, kappa_matched=s.kappa_matched, batch_size=cfg.train.batch_size,
+        mean=splits.mean, std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
         channels_last=runtime.channels_last, random_start=random_start, noisy=splits.noisy)
 
 
@@ -194,6 +194,9 @@ def fit(state: Training | Config, splits: Splits | None = None, run_dir: str | P
 def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log: Callable[[str], None]) -> None:
     """Re-select if due, train one pass over the subset, evaluate, log, checkpoint."""
     cfg, model, loader, opt, capture, t = state.cfg, state.model, state.loader, state.opt, state.capture, state.cfg.train
+    if loader.skips(epoch):
+        skip_epoch(epoch, state, tracker, run_dir, log)
+        return
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         selection = loader.reselect_if_due(epoch, model)
@@ -228,6 +231,21 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     log(epoch_line(epoch + 1, metrics))
     if distributed.is_main():
         save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, state.sched, loader, state.totals, capture)
+
+
+def skip_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log: Callable[[str], None]) -> None:
+    """An epoch of the compute-matched warm start that is not trained: the learning rate steps on as if it had
+    been, and it costs nothing (``subset_size`` 0)."""
+    state.sched.step()
+    metrics = {"epoch_time": 0.0, "epoch_cpu_time": 0.0, "select_time": 0.0, "subset_size": 0,
+               "lr": state.opt.param_groups[0]["lr"], "skipped": 1}
+    update_totals(state.totals, metrics, 0.0)
+    tracker.log_metrics(metrics, step=epoch + 1)
+    log(f"epoch={epoch + 1} skipped (the warm start counts against the budget: selection starts at epoch "
+        f"{state.loader.warm_epochs + 1})")
+    if distributed.is_main():
+        save_checkpoint(run_dir / CHECKPOINT, state.cfg, state.model, state.opt, state.sched, state.loader,
+                        state.totals, state.capture)
 
 
 def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim.Optimizer, rt: Runtime,

@@ -74,6 +74,8 @@ def test_unknown_preset_lists_the_available_ones():
     (["--select-every", "0"], r"selection.select_every: 0 is invalid; it must be an integer >= 1"),
     (["--kappa", "1"], r"selection.kappa: 1.0 is invalid; it must be in \[0, 1\)"),
     (["--kappa", "-0.1"], r"selection.kappa: -0.1 is invalid"),
+    (["--set", "selection.kappa_matched=true"], r"selection.kappa_matched: True is invalid; it must be false when "
+                                                r"selection.kappa is 0"),
     (["--epochs", "0"], r"train.epochs: 0 is invalid; it must be an integer >= 1"),
     (["--epochs", "2.5"], r"train.epochs: expected an integer, got '2.5'"),
     (["--selector", "best"], r"selection.selector: 'best' is not one of"),

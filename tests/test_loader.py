@@ -24,12 +24,13 @@ class Spy:
         return Selection.uniform(torch.arange(budget))
 
 
-def make(selector, *, n=50, epochs=10, every=3, kappa=0.0, batch=8, fraction=0.5, random_start=True):
+def make(selector, *, n=50, epochs=10, every=3, kappa=0.0, batch=8, fraction=0.5, random_start=True,
+         kappa_matched=False):
     pixels = torch.randint(0, 255, (n, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     train = ImageData(pixels, torch.arange(n) % 5)
     return AdaptiveSubsetLoader(train, train, selector, fraction=fraction, epochs=epochs, select_every=every,
                                 kappa=kappa, batch_size=batch, mean=torch.zeros(3), std=torch.ones(3),
-                                random_start=random_start)
+                                random_start=random_start, kappa_matched=kappa_matched)
 
 
 def selection_epochs(loader, epochs, spy):
@@ -52,6 +53,32 @@ def test_spy_sees_calls_exactly_at_the_due_epochs(kappa, every, expected):
     spy = Spy()
     loader = make(spy, epochs=10, every=every, kappa=kappa)
     assert selection_epochs(loader, 10, spy) == expected
+
+
+@pytest.mark.parametrize("epochs, kappa, fraction, trained, selected", [
+    (10, 0.5, 0.5, [0, 1, 2], [5, 8]),  # ceil(10 * 0.5 * 0.5) = 3 full epochs; 3 and 4 skipped
+    (20, 0.5, 0.1, [0], [10, 13, 16, 19]),  # ceil(1.0) = 1
+    (10, 0.3, 0.3, [0], [3, 6, 9]),
+])
+def test_a_matched_warm_start_trains_its_share_on_full_data_and_skips_the_rest(epochs, kappa, fraction, trained,
+                                                                              selected):
+    spy, spy_unmatched = Spy(), Spy()
+    loader = make(spy, epochs=epochs, kappa=kappa, fraction=fraction, kappa_matched=True)
+    unmatched = make(spy_unmatched, epochs=epochs, kappa=kappa, fraction=fraction)
+    warm = round(kappa * epochs)
+    assert [e for e in range(epochs) if loader.skips(e)] == list(range(len(trained), warm))
+    assert not any(unmatched.skips(e) for e in range(epochs))
+    assert selection_epochs(loader, epochs, spy) == selection_epochs(unmatched, epochs, spy_unmatched) == selected
+    # what the run trains on: the full set in the first epochs, then the budget; about the budget of every epoch
+    loader = make(Spy(), epochs=epochs, kappa=kappa, fraction=fraction, kappa_matched=True)
+    images = 0
+    for epoch in range(epochs):
+        if loader.skips(epoch):
+            continue
+        loader.reselect_if_due(epoch, None)
+        assert len(loader.selection) == (50 if epoch in trained else loader.budget)
+        images += len(loader.selection)
+    assert epochs * loader.budget <= images < epochs * loader.budget + 50  # ceil: at most one epoch more
 
 
 def test_warm_epochs_use_the_full_set_and_epoch_zero_a_random_subset():

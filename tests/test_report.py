@@ -197,3 +197,14 @@ def test_epochs_clock_charges_selection_at_the_runs_own_pace():
     full = [{"subset_size": 100, "select_time": 0.0, "epoch_time": 7.0 + i} for i in range(3)]
     add_epoch_costs(full, 1.0)
     assert [m["epoch_cost"] for m in full] == pytest.approx([1.0, 1.0, 1.0])  # machine drift is not charged
+
+
+def test_epochs_clock_counts_a_warm_start_as_full_epochs_and_a_skipped_epoch_as_nothing():
+    from glister_train.report import add_epoch_costs
+
+    epochs = [{"subset_size": 100, "select_time": 0.0, "epoch_time": 10.0},  # warm: the whole pool of 100
+              {"subset_size": 0, "select_time": 0.0, "epoch_time": 0.0},  # skipped (kappa_matched)
+              {"subset_size": 30, "select_time": 1.0, "epoch_time": 4.0},
+              {"subset_size": 30, "select_time": 0.0, "epoch_time": 3.0}]
+    add_epoch_costs(epochs, 0.3)
+    assert [m["epoch_cost"] for m in epochs] == pytest.approx([1.0, 0.0, 0.4, 0.3])

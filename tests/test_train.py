@@ -60,8 +60,11 @@ FROM_TRAINING = {"selector": "glister", "sampling": "soft", "score_source": "tra
                  "center_features": True}
 
 
-@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING],
-                         ids=["adaptive-random", "glister-redraw", "glister-from-training"])
+MATCHED_WARM = {"select_every": 2, "kappa": 0.6, "kappa_matched": True}  # 5 epochs: 0-1 full, 2 skipped, then 0.5
+
+
+@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING, MATCHED_WARM],
+                         ids=["adaptive-random", "glister-redraw", "glister-from-training", "matched-warm-start"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path, selection):
     cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=selection)
     full = train_run(cfg, tmp_path / "full", log=quiet)
@@ -71,7 +74,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, t
     _interrupt_after(cfg, part, epochs=3)
     resumed = train_run(cfg, part, resume=True, log=quiet)
     assert resumed["status"] == "completed"
-    assert [m["train_loss"] for m in read_metrics(part)] == [m["train_loss"] for m in read_metrics(tmp_path / "full")]
+    assert [m.get("train_loss") for m in read_metrics(part)] == [m.get("train_loss") for m in read_metrics(tmp_path / "full")]
     assert resumed["final_test_acc"] == full["final_test_acc"]
     a, _ = load_model(tmp_path / "full" / "model.pt")
     b, _ = load_model(part / "model.pt")
@@ -180,6 +183,20 @@ def test_label_noise_is_what_the_loss_sees_and_selections_measure_it(npz_dir: Pa
     # it once drew exactly the flipped examples)
     assert abs(shares[0] - float(splits.noisy.float().mean())) < 0.15
     assert rows[0]["select_pool_noisy_share"] == pytest.approx(float(splits.noisy.float().mean()))
+
+
+def test_a_matched_warm_start_skips_epochs_but_keeps_the_learning_rate_schedule(npz_dir: Path, tmp_path: Path):
+    matched = tiny_config(npz_dir, train={"epochs": 5}, selection=MATCHED_WARM)
+    train_run(matched, tmp_path / "matched", log=quiet)
+    extra = tiny_config(npz_dir, train={"epochs": 5}, selection={**MATCHED_WARM, "kappa_matched": False})
+    train_run(extra, tmp_path / "extra", log=quiet)
+    rows, rows_extra = read_metrics(tmp_path / "matched"), read_metrics(tmp_path / "extra")
+    assert [r["subset_size"] for r in rows] == [180, 180, 0, 90, 90]  # ceil(0.6 * 5 * 0.5) = 2 full epochs
+    assert [r["subset_size"] for r in rows_extra] == [180, 180, 180, 90, 90]
+    assert [r["lr"] for r in rows] == pytest.approx([r["lr"] for r in rows_extra])
+    skipped = rows[2]
+    assert skipped["skipped"] == 1 and skipped["epoch_time"] == 0 and "train_loss" not in skipped
+    assert rows[0]["train_loss"] == pytest.approx(rows_extra[0]["train_loss"])  # the same warm start up to there
 
 
 def test_soft_glister_redraws_every_epoch_and_scores_every_r(npz_dir: Path, tmp_path: Path):
