@@ -39,7 +39,9 @@ ROWS = ("full data", "adaptive random, R = 1", "adaptive random, R = 3", "GLISTE
         "default + `class_budget: val_loss` (per-class quotas by validation loss)",
         "default + `class_budget: val_share` (the subset's class mix follows the validation set's)",
         "default (`val_share`) + `coverage` (the kept examples trained on fewest times drawn first)",
-        "default (`val_share`) + `curriculum` (easy first: the least confident set aside early)")
+        "default (`val_share`) + `curriculum` (easy first: the least confident set aside early)",
+        "default (`val_share`) + compute-matched warm start (`kappa_matched`: full-data epochs inside the budget), kappa",
+        "adaptive random + compute-matched warm start, kappa")
 
 
 def configuration(cfg: dict) -> str | None:
@@ -47,6 +49,8 @@ def configuration(cfg: dict) -> str | None:
     if s["selector"] == "full":
         return ROWS[0]
     if s["selector"] == "adaptive-random":
+        if s.get("kappa_matched", False):
+            return f"{ROWS[17]} {s['kappa']:g}, R = {s['select_every']}"
         return f"adaptive random, R = {s['select_every']}"
     if s["sampling"] == "greedy":
         return ROWS[3]
@@ -56,6 +60,8 @@ def configuration(cfg: dict) -> str | None:
     if math.isinf(t):
         if not sample:
             return None
+        if s.get("kappa_matched", False):
+            return f"{ROWS[16]} {s['kappa']:g}"
         if s.get("hard_ratio", 1.0) > 1:
             return f"{ROWS[8]}: {s['hard_ratio']:g}"
         if s.get("curriculum", 0.0) > 0:
