@@ -8,9 +8,10 @@ the seeds present, and the share of wrong labels among the chosen examples under
 
 ``--gather SWEEP...`` first copies the small files of every completed run of those sweep folders (e.g.
 ``runs/long-clean runs/long-noise``) into the first root, as ``ROOT/<sweep>/<run>/``: that is how results are committed.
+``--readme FILE...`` rewrites the table in those markdown files in place (the one whose header row is this table's).
 
-    python experiments/claim_table.py experiments/results/long/run_files --gather runs/long-clean runs/long-noise \
-        --json experiments/results/long/claim_table.json
+    python experiments/claim_table.py experiments/results/long/run_files --gather runs/long-clean runs/long-noise \\
+        --json experiments/results/long/claim_table.json --readme README.md glister_train/selection/README.md
 """
 
 from __future__ import annotations
@@ -155,18 +156,33 @@ def table(cells: dict) -> str:
     return "\n".join(lines)
 
 
+def replace_table(markdown: str, new: str) -> str:
+    """``markdown`` with the table whose header row is ``new``'s replaced by ``new``; an error if there is none."""
+    lines, header = markdown.split("\n"), new.split("\n")[0]
+    if header not in lines:
+        raise SystemExit("no claim table (a row starting '| configuration | clean, 30%') to replace")
+    start = end = lines.index(header)
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[:start] + new.split("\n") + lines[end:])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
     p.add_argument("--gather", type=Path, nargs="+", metavar="SWEEP", help="first copy completed runs' small files")
     p.add_argument("--json", type=Path)
+    p.add_argument("--readme", type=Path, nargs="+", metavar="FILE", help="rewrite the table in these markdown files")
     args = p.parse_args()
     if args.gather:
         print(f"copied {gather(args.gather, args.roots[0])} completed runs")
     cells = collect(args.roots)
-    print(table(cells))
+    markdown = table(cells)
+    print(markdown)
     if args.json:
         args.json.write_text(json.dumps(cells, indent=2, sort_keys=True))
+    for path in args.readme or []:
+        path.write_text(replace_table(path.read_text(), markdown))
 
 
 if __name__ == "__main__":
