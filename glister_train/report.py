@@ -365,6 +365,16 @@ def mean_curve(members: list[RunRecord], x_axis: str) -> tuple[list[float], list
     return [statistics.fmean(times[i] for times, _ in curves) for i in range(n)], acc
 
 
+def subset_window(curves: list[tuple[str, list[float]]]) -> float | None:
+    """The time axis's right end when full data would squeeze the subset runs into a corner: 1.15x the longest
+    subset run, if a full-data run took over 1.3x that; else None (show everything). ``curves``: (selector, times)."""
+    subset = [max(xs) for selector, xs in curves if selector != "full" and xs]
+    full = [max(xs) for selector, xs in curves if selector == "full" and xs]
+    if not subset or not full or max(full) <= 1.3 * max(subset):
+        return None
+    return 1.15 * max(subset)
+
+
 def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[Path]:
     try:
         import matplotlib
@@ -379,21 +389,32 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
     for x_axis, name in (("epoch", "accuracy_vs_epoch.png"), ("time", "accuracy_vs_time.png")):
         fig, axes = plt.subplots(1, len(conditions), figsize=(7 * len(conditions), 4.8), squeeze=False)
         for ax, condition in zip(axes[0], conditions):
+            colours = plt.cm.tab20.colors  # a panel can hold more than 10 configurations: the dark 10, then the light
+            ax.set_prop_cycle(color=colours[0::2] + colours[1::2])
+            curves = []
             for (c, label, fraction), members in sorted(groups.items()):
                 members = [r for r in members if r.metrics]
                 if c != condition or not members:
                     continue  # runs known only by their aggregates have no curve
                 xs, acc = mean_curve(members, x_axis)
+                curves.append((members[0].selector, xs))
                 style = {"full": "-", "adaptive-random": "--", "random": ":", "glister": "-."}.get(
                     members[0].selector, "-")
-                ax.plot(xs, [100 * a for a in acc], style, label=f"{short_label(label)} f={fraction:g} (n={len(members)})")
+                legend = f"{short_label(label)} f={fraction:g} (n={len(members)})"
+                line, = ax.plot(xs, [100 * a for a in acc], style, label=legend)
+                if members[0].selector == "full" and x_axis == "time" and xs:
+                    ax.axhline(100 * acc[-1], color=line.get_color(), linewidth=1.2, linestyle=":",
+                               label=f"{legend}: final, at {xs[-1]:.3g} {UNITS[clock_name(runs[0].clock)]}")
+            right = subset_window(curves) if x_axis == "time" else None
+            if right is not None:
+                ax.set_xlim(0, right)  # full data runs on past the edge; its final accuracy is the dotted line
             ax.set_title(condition if condition != "-" else "", fontsize=9)
             ax.set_xlabel("epoch" if x_axis == "epoch" else
                           f"training time, selection included ({UNITS[clock_name(runs[0].clock)]})")
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
-        fig.set_size_inches(7 * len(conditions), 4.8 + 0.16 * max(len(groups), 1))
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+        fig.set_size_inches(7 * len(conditions), 4.8 + 0.18 * max(len(groups), 1))
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         plt.close(fig)

@@ -208,3 +208,13 @@ def test_epochs_clock_counts_a_warm_start_as_full_epochs_and_a_skipped_epoch_as_
               {"subset_size": 30, "select_time": 0.0, "epoch_time": 3.0}]
     add_epoch_costs(epochs, 0.3)
     assert [m["epoch_cost"] for m in epochs] == pytest.approx([1.0, 0.0, 0.4, 0.3])
+
+
+def test_the_time_axis_ends_near_the_subset_runs_when_full_data_runs_far_longer():
+    from glister_train.report import subset_window
+
+    subset = [("adaptive-random", [1.0, 5.0, 13.5]), ("glister", [1.2, 6.0, 14.0])]
+    assert subset_window(subset + [("full", [3.0, 20.0, 45.0])]) == pytest.approx(1.15 * 14.0)
+    assert subset_window(subset + [("full", [3.0, 18.0])]) is None  # within 1.3x: everything is shown
+    assert subset_window(subset) is None
+    assert subset_window([("full", [1.0, 45.0])]) is None
