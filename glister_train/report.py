@@ -385,12 +385,13 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
         raise UsageError("report: plots need matplotlib: pip install 'glister-train[report]'") from None
     groups = by_group(runs)
     conditions = sorted({c for c, _, _ in groups})
+    unit = UNITS[clock_name(runs[0].clock)]
+    colours = plt.cm.tab20.colors[0::2] + plt.cm.tab20.colors[1::2]  # over 10 configurations a panel: dark, then light
     written = []
     for x_axis, name in (("epoch", "accuracy_vs_epoch.png"), ("time", "accuracy_vs_time.png")):
         fig, axes = plt.subplots(1, len(conditions), figsize=(7 * len(conditions), 4.8), squeeze=False)
         for ax, condition in zip(axes[0], conditions):
-            colours = plt.cm.tab20.colors  # a panel can hold more than 10 configurations: the dark 10, then the light
-            ax.set_prop_cycle(color=colours[0::2] + colours[1::2])
+            ax.set_prop_cycle(color=colours)
             curves = []
             for (c, label, fraction), members in sorted(groups.items()):
                 members = [r for r in members if r.metrics]
@@ -404,13 +405,13 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
                 line, = ax.plot(xs, [100 * a for a in acc], style, label=legend)
                 if members[0].selector == "full" and x_axis == "time" and xs:
                     ax.axhline(100 * acc[-1], color=line.get_color(), linewidth=1.2, linestyle=":",
-                               label=f"{legend}: final, at {xs[-1]:.3g} {UNITS[clock_name(runs[0].clock)]}")
+                               label=f"{legend}: final, at {xs[-1]:.3g} {unit}")
             right = subset_window(curves) if x_axis == "time" else None
             if right is not None:
                 ax.set_xlim(0, right)  # full data runs on past the edge; its final accuracy is the dotted line
             ax.set_title(condition if condition != "-" else "", fontsize=9)
             ax.set_xlabel("epoch" if x_axis == "epoch" else
-                          f"training time, selection included ({UNITS[clock_name(runs[0].clock)]})")
+                          f"training time, selection included ({unit})")
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
@@ -424,7 +425,7 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
         pts = sorted((r["fraction"], r["epoch_time"]) for r in rows if (r["condition"], r["label"]) == key)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=" ".join(k for k in key if k != "-"))
     ax.set_xlabel("fraction of the training set")
-    ax.set_ylabel(f"epoch time, selection included ({UNITS[clock_name(runs[0].clock)] if runs else 's'})")
+    ax.set_ylabel(f"epoch time, selection included ({unit})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
