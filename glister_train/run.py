@@ -125,7 +125,9 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "selector": cfg.selection.selector,
-        "fraction": cfg.selection.fraction, "seed": cfg.run.seed, "epochs": cfg.train.epochs,
+        # full ignores selection.fraction (a preset's 0.1 would otherwise be recorded for a full-data run)
+        "fraction": 1.0 if cfg.selection.selector == "full" else cfg.selection.fraction,
+        "seed": cfg.run.seed, "epochs": cfg.train.epochs,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     summary["provenance"] = provenance(state.rt.device)

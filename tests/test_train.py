@@ -237,6 +237,13 @@ def test_a_selection_reads_the_validation_features_the_evaluation_just_computed(
     assert reused["final_test_acc"] == own["final_test_acc"]
 
 
+def test_a_full_data_run_records_the_fraction_it_trained_on(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir, selection={"selector": "full", "fraction": 0.1}, train={"epochs": 1})
+    summary = train_run(cfg, tmp_path / "run", log=quiet)
+    assert summary["fraction"] == 1.0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["fraction"] == 1.0
+
+
 def test_summary_records_provenance(npz_dir: Path, tmp_path: Path):
     import torch as _torch
 
