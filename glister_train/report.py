@@ -5,7 +5,9 @@ Runs come from local run folders (or folders holding them: a sweep), from SageMa
 arrive aggregated, so those runs have no per-epoch curves) or from an MLflow store (``--mlflow-uri URI
 --mlflow-experiment NAME``, with full metric histories). They are grouped by selector and fraction (``full``
 at 1.0); seeds are averaged. Epoch time is the mean of ``epoch_time`` over a run's epochs, so the selection
-epochs' extra cost is spread over the epochs it serves (a median would hide it).
+epochs' extra cost is spread over the epochs it serves (a median would hide it). Each subset run is compared
+with full data (at equal epochs: their final accuracies; at equal time: full data's accuracy when it had spent
+what the subset run did) and with adaptive random at its best schedule, at equal epochs and at equal time.
 
 ``--clock`` says what every time (epoch times, the equal-time comparison, the time axis) is measured in:
 - ``wall``: seconds, as the runs measured them.
@@ -280,6 +282,7 @@ def table(runs: list[RunRecord]) -> list[dict[str, Any]]:
             "noisy_share": _mean_or_none([_selection_mean(r, "select_noisy_share") for r in members]),
             "pool_noisy_share": _mean_or_none([_selection_mean(r, "select_pool_noisy_share") for r in members]),
         }
+        row.update(against_full(full, members, final[1]))
         row.update(against_random(groups, condition, fraction, members, final[1], selector))
         rows.append(row)
     return rows
@@ -288,6 +291,18 @@ def table(runs: list[RunRecord]) -> list[dict[str, Any]]:
 def _mean_or_none(values: list[float | None]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
+
+
+def against_full(full: list[RunRecord] | None, members: list[RunRecord], std: float) -> dict[str, Any]:
+    """Full data when it had spent what the subset run did (the bar users know, at equal time): a subset run
+    ends long before full data does, so full data is read mid-schedule on its own curve."""
+    if not full or members[0].selector == "full" or not (timed := equal_time(members, full)):
+        return {"equal_time_full_acc": None, "vs_full_equal_time": None, "verdict_full_equal_time": "-"}
+    diff = timed[0] - timed[1]
+    seeded = len(members) > 1 and len(full) > 1
+    spread = std + _mean_std([r.summary["final_test_acc"] for r in full])[1]
+    return {"equal_time_full_acc": timed[1], "vs_full_equal_time": diff,
+            "verdict_full_equal_time": verdict(diff, spread) if seeded else "1 seed"}
 
 
 def against_random(groups, condition: str, fraction: float, members: list[RunRecord], std: float,
@@ -327,21 +342,24 @@ def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
     unit = UNITS[clock]
     at = "{:.1f} full epochs" if clock == "epochs" else "{:.0f} s"
     lines = [f"| condition | run | fraction | seeds | epoch time ({unit}, selection incl.) | cost vs full | final test acc (%) | "
-             "vs full (pts) | vs adaptive random, equal epochs (pts) | vs adaptive random, equal time (pts) | "
-             "wrong labels chosen / pool (%) | selection total (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "vs full, equal epochs (pts) | vs full, equal time (pts) | vs adaptive random, equal epochs (pts) | "
+             "vs adaptive random, equal time (pts) | wrong labels chosen / pool (%) | selection total (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         epochs = "-" if r["vs_adaptive_random"] is None else \
             f"{pct(r['vs_adaptive_random'], True)} ({r['verdict_equal_epochs']})"
         timed = "-" if r["vs_adaptive_random_equal_time"] is None else (
             f"{pct(r['vs_adaptive_random_equal_time'], True)} ({r['verdict_equal_time']}; "
             f"{pct(r['equal_time_acc'])} vs {pct(r['equal_time_random_acc'])} at {at.format(r['equal_time_seconds'])})")
+        full_timed = "-" if r.get("vs_full_equal_time") is None else (
+            f"{pct(r['vs_full_equal_time'], True)} ({r['verdict_full_equal_time']}; full data: "
+            f"{pct(r['equal_time_full_acc'])})")
         noise = "-" if r["pool_noisy_share"] is None else f"{pct(r['noisy_share'])} / {pct(r['pool_noisy_share'])}"
         lines.append(
             f"| {r['condition']} | {r['label']} | {r['fraction']:g} | {len(r['seeds'])} | {r['epoch_time']:.2f} | "
             f"{pct(r['cost_vs_full'])}{'%' if r['cost_vs_full'] is not None else ''} | "
             f"{pct(r['final_test_acc'])} ± {pct(r['final_test_acc_std'])} | "
-            f"{pct(r['vs_full'], True)} | {epochs} | {timed} | {noise} | {r['select_time']:.1f} |")
+            f"{pct(r['vs_full'], True)} | {full_timed} | {epochs} | {timed} | {noise} | {r['select_time']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -90,6 +90,23 @@ def test_equal_time_interpolates_on_the_faster_runs_end():
     assert row["verdict_equal_time"] == "loss"
 
 
+def test_full_data_is_read_mid_schedule_at_the_subset_runs_end():
+    """Full data at 10 s an epoch against a subset run at 3 s: after the subset's 9 s full data had done 0.9
+    of its first epoch, read on the line from 0 at time 0 to its first evaluation."""
+    from glister_train.report import table
+
+    full = [_hand_run("full", s, [10, 10], [0.5, 0.9 + 0.01 * s]) for s in (0, 1)]
+    subset = [_hand_run("adaptive-random", s, [3, 3, 3], [0.3, 0.5, 0.6 + 0.01 * s]) for s in (0, 1)]
+    for run in full:
+        run.fraction = 1.0
+    row = next(r for r in table(full + subset) if r["selector"] == "adaptive-random")
+    assert row["vs_full"] == pytest.approx(0.605 - 0.905)  # equal epochs: a loss ...
+    assert row["equal_time_full_acc"] == pytest.approx(0.45)
+    assert row["vs_full_equal_time"] == pytest.approx(0.605 - 0.45)  # ... equal time: a win
+    assert row["verdict_full_equal_time"] == "win"
+    assert next(r for r in table(full + subset) if r["selector"] == "full")["vs_full_equal_time"] is None
+
+
 def test_runs_are_grouped_by_condition_and_labelled_by_what_differs():
     from glister_train.report import table
 
