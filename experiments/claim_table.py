@@ -69,14 +69,13 @@ def configuration(cfg: dict) -> str | None:
             return f"{ROWS[15]}: {s['curriculum']:g}"
         if s.get("coverage", False):
             return ROWS[14]
-        margin, scale = s.get("drop_by") == "margin", s.get("drop_share_scale", 1.0)
-        if s.get("class_budget", "size") != "size":
-            return ROWS[13] if s["class_budget"] == "val_share" else ROWS[12]
-        if margin and scale != 1:
-            return f"{ROWS[11]}: {scale:g}"
-        if scale != 1:
-            return f"{ROWS[10]}: {scale:g}"
-        return ROWS[9] if margin else ROWS[7]
+        margin, scale, quotas = s.get("drop_by") == "margin", s.get("drop_share_scale", 1.0), s.get("class_budget", "size")
+        if margin or scale != 1:  # a stricter filter: its row names the quotas when they are not the pool's sizes
+            row = f"{ROWS[11]}: {scale:g}" if margin and scale != 1 else f"{ROWS[10]}: {scale:g}" if scale != 1 else ROWS[9]
+            return row if quotas == "size" else f"{row}, `class_budget: {quotas}`"
+        if quotas != "size":
+            return ROWS[13] if quotas == "val_share" else ROWS[12]
+        return ROWS[7]
     return ROWS[6] if sample else ROWS[5]
 
 

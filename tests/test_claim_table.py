@@ -1,4 +1,4 @@
-"""experiments/claim_table.py: rewriting the claim table inside a README in place."""
+"""experiments/claim_table.py: rewriting the claim table inside a README in place, naming each run's row."""
 
 import importlib.util
 from pathlib import Path
@@ -26,3 +26,18 @@ def test_replace_table_swaps_only_the_claim_table():
 def test_replace_table_refuses_a_file_without_the_table():
     with pytest.raises(SystemExit, match="no claim table"):
         claim_table.replace_table("# Title\n\n| other | table |\n", HEADER + "\n|---|---|")
+
+
+def _glister(**selection):
+    base = {"selector": "glister", "sampling": "soft", "temperature": float("inf"), "agreement_sample": 1000,
+            "class_budget": "size"}
+    return {"selection": {**base, **selection}}
+
+
+def test_rows_name_the_quotas_a_run_used():
+    """The default row is the val_share filter alone; a stricter filter on val_share quotas is not the default."""
+    assert claim_table.configuration(_glister(class_budget="val_share")) == claim_table.ROWS[13]
+    assert claim_table.configuration(_glister()) == claim_table.ROWS[7]
+    strict = claim_table.configuration(_glister(class_budget="val_share", drop_share_scale=1.5))
+    assert strict == f"{claim_table.ROWS[10]}: 1.5, `class_budget: val_share`"
+    assert claim_table.configuration(_glister(drop_by="margin")) == claim_table.ROWS[9]
