@@ -59,6 +59,11 @@ class ModelConfig:
     freeze: str = ""  # keep every stage up to and including this one fixed (e.g. layer3: train layer4 and fc)
 
 
+def trained_fraction(selector: str, fraction: float) -> float:
+    """The share of the pool a run trains on: ``full`` ignores ``selection.fraction`` (a preset's value)."""
+    return 1.0 if selector == "full" else float(fraction)
+
+
 @dataclass(frozen=True)
 class SelectionConfig:
     selector: str = "glister"  # full | random | adaptive-random | glister

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, flatten, load_file
+from .config import Config, flatten, load_file, trained_fraction
 from .errors import UsageError
 from .io import atomic_write_json, atomic_write_text
 from .provenance import provenance
@@ -66,7 +66,7 @@ class RunRecord:
 def _record(path: str, selector: str, fraction: float, seed: int, summary: dict[str, Any],
             metrics: list[dict[str, Any]], epoch_time: float | None = None,
             config: dict[str, Any] | None = None, clock: str = "epoch_time") -> RunRecord:
-    fraction = 1.0 if selector == "full" else float(fraction)
+    fraction = trained_fraction(selector, fraction)
     if epoch_time is None:
         epoch_time = statistics.fmean(m[clock] for m in metrics)
     return RunRecord(path, selector, fraction, int(seed), summary, metrics, epoch_time, config or {}, clock=clock)
@@ -144,7 +144,7 @@ def local_runs(paths: list[str], clock: str = "wall") -> list[RunRecord]:
             cfg = flatten(load_file(run_dir / "config.yaml"))
             metrics = read_metrics(run_dir)
             if clock == "epochs":
-                add_epoch_costs(metrics, 1.0 if cfg["selection.selector"] == "full" else cfg["selection.fraction"])
+                add_epoch_costs(metrics, trained_fraction(cfg["selection.selector"], cfg["selection.fraction"]))
             if any(key not in m for m in metrics):
                 raise UsageError(f"report: {str(run_dir)!r} has no {key} (written since CPU time was recorded); "
                                  "use --clock wall")

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import distributed, runlock
 from .checkpoint import CHECKPOINT, read_checkpoint
-from .config import Config, diff, flatten, load_file, to_yaml
+from .config import Config, diff, flatten, load_file, to_yaml, trained_fraction
 from .data import Splits, load_splits
 from .errors import TrainingDiverged, UsageError
 from .io import atomic_write_json, atomic_write_text, remove_stale_temporaries
@@ -125,8 +125,7 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "selector": cfg.selection.selector,
-        # full ignores selection.fraction (a preset's 0.1 would otherwise be recorded for a full-data run)
-        "fraction": 1.0 if cfg.selection.selector == "full" else cfg.selection.fraction,
+        "fraction": trained_fraction(cfg.selection.selector, cfg.selection.fraction),
         "seed": cfg.run.seed, "epochs": cfg.train.epochs,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

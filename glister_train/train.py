@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed, warmstart
 from .checkpoint import CHECKPOINT, restore, save_checkpoint
 from .compile.export import require
-from .config import Config
+from .config import Config, trained_fraction
 from .data import Splits
 from .errors import ConfigError, NonFiniteSelection, TrainingDiverged
 from .evaluate import evaluate
@@ -90,7 +90,7 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
 
 def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: bool = True) -> AdaptiveSubsetLoader:
     s = cfg.selection
-    fraction = 1.0 if s.selector == "full" else s.fraction
+    fraction = trained_fraction(s.selector, s.fraction)
     return AdaptiveSubsetLoader(
         splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.epochs,
         select_every=s.select_every, kappa=s.kappa, kappa_matched=s.kappa_matched, batch_size=cfg.train.batch_size,

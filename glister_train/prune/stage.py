@@ -182,7 +182,7 @@ def retrain(cfg: C.Config, folder: Path, splits: Splits, model: nn.Module, arch:
     ``model.init_from``, so the folder's ``config.yaml`` describes the run fully and ``--resume`` continues it."""
     start = folder.parent / f"{folder.name}-start.pt"
     save_model(start, model, arch)
-    selection = {"selector": options.selector, "fraction": 1.0 if options.selector == "full" else options.fraction,
+    selection = {"selector": options.selector, "fraction": C.trained_fraction(options.selector, options.fraction),
                  "kappa": 0.0, "first_subset": "random"}
     ft = C.validate(C.merge(cfg, {
         "model": {"init_from": str(start.resolve()), "freeze": ""},
@@ -270,7 +270,7 @@ def prune(model: nn.Module, arch: dict[str, Any], splits: Splits, cfg: C.Config,
         "retrain": None if retrained is None else {
             "mode": "scratch" if options.scratch else "finetune", "epochs": options.finetune_epochs,
             "lr": cfg.train.lr if options.scratch else finetune_lr, "selector": options.selector,
-            "fraction": 1.0 if options.selector == "full" else options.fraction, "run_dir": retrained["run_dir"]},
+            "fraction": C.trained_fraction(options.selector, options.fraction), "run_dir": retrained["run_dir"]},
         "times": times, "rows": rows, "widths_before": widths_before, "widths_after": conv_widths(model),
     }
     atomic_write_json(out / REPORT, report)
