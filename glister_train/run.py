@@ -99,24 +99,51 @@ def train_run(cfg: Config, run_dir: Path, resume: bool = False, log: Callable[[s
         state = setup(cfg, splits, checkpoint=checkpoint, log=lambda _: None)
         totals = fit(state, run_dir=run_dir, tracker=FanOut([]), log=lambda _: None)
         return {**totals, "status": "completed", "rank": distributed.rank()}
-    continuing = check_run_dir(run_dir, cfg, resume)
-    splits = splits or load_splits(cfg.data)  # a missing dataset fails here, before the folder exists
-    checkpoint = read_checkpoint(run_dir / CHECKPOINT) if continuing else None
-    if checkpoint is not None:
-        check_checkpoint_config(checkpoint, cfg, run_dir / CHECKPOINT)
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
-        log(f"{run_dir} has no checkpoint (its run never finished an epoch): starting it from the beginning")
-    checkpoint = distributed.broadcast(checkpoint)
-    # the model, a warm start's parent, the stage to freeze, the device and the checkpoint's fit are all
-    # checked here, before the folder is written
-    state = setup(cfg, splits, checkpoint=checkpoint, checkpoint_path=run_dir / CHECKPOINT, log=log)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runlock.acquire(run_dir)
+    made = make_run_dir(run_dir)
+    runlock.acquire(run_dir)  # before any check of the folder: a second run into it waits its turn or is refused
+    try:
+        continuing = check_run_dir(run_dir, cfg, resume)
+        splits = splits or load_splits(cfg.data)  # a missing dataset fails here, before anything is written
+        checkpoint = read_checkpoint(run_dir / CHECKPOINT) if continuing else None
+        if checkpoint is not None:
+            check_checkpoint_config(checkpoint, cfg, run_dir / CHECKPOINT)
+        elif any(p.name != runlock.LOCK for p in run_dir.iterdir()):
+            log(f"{run_dir} has no checkpoint (its run never finished an epoch): starting it from the beginning")
+        checkpoint = distributed.broadcast(checkpoint)
+        # the model, a warm start's parent, the stage to freeze, the device and the checkpoint's fit are all
+        # checked here, before the folder is written
+        state = setup(cfg, splits, checkpoint=checkpoint, checkpoint_path=run_dir / CHECKPOINT, log=log)
+    except BaseException:
+        runlock.release(run_dir)
+        remove_if_empty(made)
+        raise
     remove_stale_temporaries(run_dir)  # a kill mid-write leaves them; SageMaker would sync them to S3
     try:
         return _train_locked(cfg, run_dir, state, checkpoint, log, parent)
     finally:
         runlock.release(run_dir)
+
+
+def make_run_dir(run_dir: Path) -> list[Path]:
+    """Create ``run_dir`` (and missing parents); returns the folders made, innermost first."""
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {str(run_dir)!r} is a file, not a folder; choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {str(run_dir)!r} cannot be created ({exc.strerror or exc}); choose another --out") \
+            from None
+    return missing
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a refused run made, innermost first, where they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[str, Any] | None,

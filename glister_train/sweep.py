@@ -46,7 +46,6 @@ import argparse
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,16 +55,40 @@ from typing import Any
 
 import yaml
 
+from .errors import UsageError
+from .io import TMP_SUFFIX
+
 FLAGS = {"selector", "fraction", "select_every", "seed", "epochs", "kappa", "lr", "width", "batch_size"}
 SHORT = {"selector": "", "fraction": "f", "seed": "s", "select_every": "r", "kappa": "k", "epochs": "e", "lr": "lr"}
 
 
+def read_grid(grid_file: Path) -> dict[str, Any]:
+    """The grid file as a mapping, or a UsageError naming what is wrong with it (no YAML tag runs code)."""
+    if not grid_file.is_file():
+        raise UsageError(f"sweep: grid file {str(grid_file)!r} does not exist")
+    try:
+        spec = yaml.safe_load(grid_file.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"sweep: {str(grid_file)!r} is not valid YAML ({first})") from None
+    if not isinstance(spec, dict):
+        raise UsageError(f"sweep: {str(grid_file)!r} must hold a mapping with 'grid' and/or 'points', "
+                         f"not a {type(spec).__name__}")
+    grid, listed = spec.get("grid"), spec.get("points")
+    if grid is not None and not isinstance(grid, dict):
+        raise UsageError(f"sweep: {str(grid_file)!r}: 'grid' must map keys to lists of values, got {grid!r}")
+    if listed is not None and not (isinstance(listed, list) and all(isinstance(p, dict) for p in listed)):
+        raise UsageError(f"sweep: {str(grid_file)!r}: 'points' must be a list of mappings, e.g. "
+                         "'- {selector: random, seed: 0}'")
+    if not grid and not listed:
+        raise UsageError(f"sweep: {str(grid_file)!r} has neither a 'grid' mapping nor a 'points' list")
+    return spec
+
+
 def points(grid_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The grid's product, then any explicit ``points:`` (one-at-a-time variations), without duplicates."""
-    spec = yaml.safe_load(grid_file.read_text()) or {}
+    spec = read_grid(grid_file)
     grid = spec.get("grid") or {}
-    if not grid and not spec.get("points"):
-        raise SystemExit(f"error: {grid_file} has neither a 'grid' mapping nor a 'points' list")
     keys = list(grid)
     product = [dict(zip(keys, values))
                for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys))]
@@ -73,11 +96,19 @@ def points(grid_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     for point in (product if grid else []) + [dict(p) for p in spec.get("points") or []]:
         if point.get("selector") == "full" and "fraction" in point:
             point["fraction"] = 1.0  # full ignores the fraction: one run, not one per fraction
+        check_run_name(run_name(point), point, grid_file)
         key = json.dumps(point, sort_keys=True)
         if key not in seen:
             seen.add(key)
             out.append(point)
     return out, spec
+
+
+def check_run_name(name: str, point: dict[str, Any], grid_file: Path) -> None:
+    """A point's folder name must be one folder inside ``--out``: not empty, no separator, not ``.`` or ``..``."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(f"sweep: {str(grid_file)!r}: the point {point!r} gives the run folder name {name!r}, which "
+                         "is not a folder inside --out; give the point a key with a value (e.g. seed: 0)")
 
 
 def run_name(point: dict[str, Any]) -> str:
@@ -100,6 +131,21 @@ def command(point: dict[str, Any], spec: dict[str, Any], run_dir: Path, threads:
     if (run_dir / "checkpoint.pt").is_file():
         cmd.append("--resume")
     return cmd
+
+
+# what a run (and the sweep's log of it) writes in its folder; anything else there is not the sweep's to touch
+RUN_FILES = {"config.yaml", "summary.json", "params.json", "metrics.jsonl", "checkpoint.pt", "model.pt", "capture.pt",
+             "stdout.log", ".lock"}
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` that no run writes (a user's file, a sub-folder): the sweep leaves such a folder alone."""
+    if not run_dir.exists():
+        return []
+    if not run_dir.is_dir():
+        return [run_dir.name]
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.is_dir() or not (p.name in RUN_FILES or (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))))
 
 
 def status(run_dir: Path) -> str:
@@ -136,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     launcher_argv = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     args, extra = p.parse_known_args(argv)
+    for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"sweep: {flag} {value} is invalid; it must be an integer >= 1")
     if args.sagemaker:
         todo, spec = points(args.grid)
         names = sagemaker_jobs(todo, spec, launcher_argv) if args.sagemaker == "jobs" else [
@@ -147,12 +196,20 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["--data-dir", args.data_dir]
     todo, spec = points(args.grid)
     threads = args.threads or max(1, cores // args.jobs)
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"sweep: --out {str(args.out)!r} is a file; give a folder")
     args.out.mkdir(parents=True, exist_ok=True)
-    queue = []
+    queue, refused = [], 0
     for point in todo:
         run_dir = args.out / run_name(point)
         if status(run_dir) == "completed":
             print(f"{run_dir.name:28} skipped: completed")
+            continue
+        foreign = foreign_entries(run_dir)
+        if foreign:  # never write into (or clear) a folder holding anything but a run of this point
+            print(f"{run_dir.name:28} not run: {run_dir} holds {', '.join(foreign[:3])}, which no run writes; move "
+                  "them or choose another --out", flush=True)
+            refused += 1
             continue
         queue.append((point, run_dir))
     print(f"{len(todo)} points, {len(queue)} to run, {args.jobs} at a time with {threads} thread(s) each", flush=True)
@@ -166,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     while queue or running:
         while queue and len(running) < args.jobs:
             point, run_dir = queue.pop(0)
-            if not (run_dir / "checkpoint.pt").is_file() and run_dir.exists():
-                shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to resume, start over
+            # a run killed before its first checkpoint is left as it is: the run itself starts it over (it takes
+            # the folder's lock first, so a folder another process is writing is refused, never cleared)
             run_dir.mkdir(parents=True, exist_ok=True)
             log = open(run_dir / "stdout.log", "a")
             proc = subprocess.Popen(command(point, spec, run_dir, threads, extra), stdout=log,
@@ -183,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     listing = [{"point": pt, "run_dir": str(args.out / run_name(pt)), "status": status(args.out / run_name(pt))}
                for pt in todo]
     (args.out / "sweep.json").write_text(json.dumps(listing, indent=2) + "\n")
-    print(f"done: {sum(x['status'] == 'completed' for x in listing)} of {len(listing)} completed; {failed} failed")
-    return 1 if failed else 0
+    print(f"done: {sum(x['status'] == 'completed' for x in listing)} of {len(listing)} completed; {failed} failed"
+          + (f"; {refused} not run (folders holding other files)" if refused else ""))
+    return 1 if failed or refused else 0
 
 
 # ---------------------------------------------------------------- SageMaker

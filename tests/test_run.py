@@ -238,3 +238,26 @@ def test_report_on_a_folder_with_a_bad_config_is_one_line(tmp_path: Path):
     (run / "config.yaml").write_text("selection: [unclosed")
     done = cli("report", str(tmp_path), "--out", str(tmp_path / "rep"))
     assert done.returncode == 2 and "not valid YAML" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_folder_is_locked_before_it_is_checked(npz_dir: Path, tmp_path: Path, monkeypatch):
+    # two runs into one --out: the second must find the first's lock or its finished run, never check an empty
+    # folder, load its data and then take over a folder the first has meanwhile completed
+    from glister_train import run as run_module
+
+    order = []
+    real_acquire, real_check = runlock.acquire, run_module.check_run_dir
+    monkeypatch.setattr(runlock, "acquire", lambda d: order.append("lock") or real_acquire(d))
+    monkeypatch.setattr(run_module, "check_run_dir", lambda *a: order.append("check") or real_check(*a))
+    train_run(tiny_config(npz_dir, train={"epochs": 1}), tmp_path / "run", log=lambda _: None)
+    assert order == ["lock", "check"]
+
+
+def test_a_refused_run_leaves_no_folder_behind(npz_dir: Path, tmp_path: Path):
+    cfg = tiny_config(npz_dir, data={"data_dir": str(tmp_path / "missing")})
+    with pytest.raises(UsageError):
+        train_run(cfg, tmp_path / "new" / "run", log=lambda _: None)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="is a file"):
+        train_run(tiny_config(npz_dir), tmp_path / "afile", log=lambda _: None)

@@ -51,3 +51,63 @@ def test_sweep_runs_skips_and_resumes(npz_dir: Path, tmp_path: Path, capsys):
     assert "resumed from" not in (half / "stdout.log").read_text()  # rerun from scratch
     assert "resumed from" in (interrupted / "stdout.log").read_text()
     assert all(p["status"] == "completed" for p in json.loads((out / "sweep.json").read_text()))
+
+
+def test_a_point_without_a_folder_name_is_refused_and_nothing_is_removed(npz_dir: Path, tmp_path: Path):
+    import pytest
+
+    from glister_train.errors import UsageError
+
+    sweep = sweep_module()
+    out = tmp_path / "sw"
+    (out / "kept").mkdir(parents=True)
+    (out / "kept" / "notes.txt").write_text("x")
+    for point in ("{}", "{'x.': '..'}"):
+        grid = tmp_path / "g.yaml"
+        grid.write_text(f"preset: smoke\npoints:\n  - {point}\n")
+        with pytest.raises(UsageError, match="not a folder inside --out"):
+            sweep.main([str(grid), "--out", str(out), "--jobs", "1", "--threads", "1"])
+    assert (out / "kept" / "notes.txt").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "g.yaml", "sw"]
+
+
+def test_a_folder_holding_other_files_is_neither_cleared_nor_written(npz_dir: Path, tmp_path: Path, capsys):
+    sweep = sweep_module()
+    out = tmp_path / "sw"
+    (out / "s0").mkdir(parents=True)
+    (out / "s0" / "notes.txt").write_text("mine")
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"preset: smoke\nset: {{model.name: tiny, data.dataset: npz, data.data_dir: {npz_dir}}}\n"
+                    "points:\n  - {seed: 0}\n")
+    assert sweep.main([str(grid), "--out", str(out), "--jobs", "1", "--threads", "1"]) == 1
+    assert sorted(p.name for p in (out / "s0").iterdir()) == ["notes.txt"]
+    assert "holds notes.txt, which no run writes" in capsys.readouterr().out
+
+
+def test_jobs_and_threads_must_be_positive(tmp_path: Path):
+    import pytest
+
+    from glister_train.errors import UsageError
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("points:\n  - {seed: 0}\n")
+    for flags in (["--jobs", "0", "--threads", "1"], ["--jobs", "0"], ["--threads", "-1"]):
+        with pytest.raises(UsageError, match="must be an integer >= 1"):
+            sweep_module().main([str(grid), "--out", str(tmp_path / "sw"), *flags])
+    assert not (tmp_path / "sw").exists()
+
+
+def test_bad_grid_files_are_one_line_errors(tmp_path: Path):
+    import pytest
+
+    from glister_train.errors import UsageError
+
+    cases = {"missing.yaml": None, "bad.yaml": "grid: [1, 2\n", "list.yaml": "- 1\n- 2\n", "five.yaml": "grid: 5\n",
+             "tag.yaml": "grid: !!python/object/apply:os.system ['touch pwned']\n", "empty.yaml": "preset: smoke\n",
+             "points.yaml": "points: [1, 2]\n"}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(UsageError):
+            sweep_module().main([str(tmp_path / name), "--out", str(tmp_path / "sw"), "--dry-run"])
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
