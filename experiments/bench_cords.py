@@ -5,14 +5,13 @@ set, a budget of 2,700 (30%), ResNet-18 at width 64 freshly initialized, 2 threa
 CIFAR-10 GLISTER config sets it (``selection_type: Supervised``, ``greedy: Stochastic``, bias-only
 gradients, loader batch 20, eta = its learning rate 0.01). This project's selector runs in three ways:
 
-- ``pass``: GLISTER as it was (a forward pass over candidates and validation set, batched greedy, sum
+- ``pass``: ``--selector glister`` (a forward pass over candidates and validation set, batched greedy, sum
   lookahead), eager in the runtime's precision;
 - ``pass-openvino``: the same through the OpenVINO selection backend (conversion counted);
-- ``default``: today's ``--selector glister`` (``score_source: training``). The candidates' features and
-  logits are what the training pass already computed, so a selection's own forward work is the validation
-  set and the agreement sample. Here the records come from a train-mode forward over the pool on a copy of
-  the model, timed apart (``records_s``): in training that work is part of the epoch and is measured there
-  (the fractions table's cost column), not here.
+- ``default``: the default, ``--selector filtered-random``. It ranks the candidates by the logits the training
+  pass already computed, so a selection's own forward work is the validation set and the agreement sample. Here
+  those logits come from a train-mode forward over the pool on a copy of the model, timed apart (``records_s``): in
+  training that work is part of the epoch and is measured there (the fractions table's cost column), not here.
 
 Every subset is scored with one objective (mean validation log-likelihood after the sum lookahead step,
 weight and bias gradients, eta 0.01) next to the mean of random subsets of the same size. CORDS is not a
@@ -43,7 +42,9 @@ from glister_train.config import DataConfig, RuntimeConfig
 from glister_train.data import ImageData, load_splits, normalize
 from glister_train.models import ResNet18
 from glister_train.runtime import resolve_runtime
-from glister_train.selection.glister import GlisterSelector
+from glister_train.selection.base import Environment
+from glister_train.selection.filtered_random import FilteredRandomOptions, FilteredRandomSelector
+from glister_train.selection.glister import GlisterOptions, GlisterSelector
 
 
 def load_cords_glister() -> type:
@@ -134,8 +135,8 @@ def main() -> None:
     torch.manual_seed(0)
     net = ResNet18(10, args.width).eval()
 
-    scorer = GlisterSelector(mean=mean, std=std, eta=args.eta, precision="fp32")
-    problem = scorer.problem(net, pool, val, torch.arange(args.pool))
+    scorer = GlisterSelector(GlisterOptions(eta=args.eta), Environment(mean=mean, std=std, precision="fp32"))
+    problem, _ = scorer.problem(net, pool, val)
     g = torch.Generator().manual_seed(1)
     random_obj = sum(problem.objective(torch.randperm(args.pool, generator=g)[: args.budget])
                      for _ in range(args.randoms)) / args.randoms
@@ -149,20 +150,19 @@ def main() -> None:
             chosen, seconds = time_cords(net, pool, val, args.budget, mean, std, args)
             cords_s = seconds
         else:
-            common = dict(mean=mean, std=std, eta=args.eta, precision=rt.precision, channels_last=rt.channels_last,
-                          batch_size=args.eval_batch)
+            env = Environment(mean=mean, std=std, precision=rt.precision, channels_last=rt.channels_last,
+                              batch_size=args.eval_batch, lr=args.eta)
             gen = torch.Generator().manual_seed(2)
             if way == "default":
-                sel = GlisterSelector(**common, sampling="soft", temperature=float("inf"), redraw=True,
-                                      score_source="training", drop_by="confidence", drop_share_auto=True,
-                                      agreement_sample=1000)
+                sel = FilteredRandomSelector(FilteredRandomOptions(), env, len(pool))
                 start = time.perf_counter()
                 records = training_records(net, pool, mean, std, rt)
                 records_s = time.perf_counter() - start
+                sel.observe(torch.arange(len(pool)), pool.y, records["logits"])
                 start = time.perf_counter()
-                selection = sel.select_from_records(net, pool, val, args.budget, records, generator=gen)
+                selection = sel.select(net, pool, val, args.budget, generator=gen)
             else:
-                sel = GlisterSelector(**common, backend="openvino" if way == "pass-openvino" else "eager")
+                sel = GlisterSelector(GlisterOptions(backend="openvino" if way == "pass-openvino" else "eager"), env)
                 start = time.perf_counter()
                 selection = sel.select(net, pool, val, args.budget, generator=gen)
             seconds = time.perf_counter() - start

@@ -36,7 +36,8 @@ from glister_train.config import DataConfig, RuntimeConfig
 from glister_train.data import load_splits
 from glister_train.models import ResNet18, load_model
 from glister_train.runtime import resolve_runtime
-from glister_train.selection.glister import GlisterSelector
+from glister_train.selection.base import Environment
+from glister_train.selection.glister import GlisterOptions, GlisterSelector
 
 
 @contextmanager
@@ -123,19 +124,22 @@ def main() -> None:
         model.eval()
         for pool_size, backend in ((p_, b) for p_ in args.pools for b in args.backends):
             pool = torch.sort(perm[:pool_size]).values
-            sel = GlisterSelector(mean=splits.mean, std=splits.std, eta=0.1, per_class=args.per_class == "true",
-                                  lookahead=args.lookahead, precision=rt.precision, channels_last=rt.channels_last,
-                                  backend=backend)
+            candidates = splits.train.subset(pool)
+
+            def glister(mode: str = "batched", precision: str = rt.precision, backend: str = backend) -> GlisterSelector:
+                options = GlisterOptions(eta=0.1, per_class=args.per_class == "true", lookahead=args.lookahead,
+                                         greedy=mode, backend=backend)
+                env = Environment(mean=splits.mean, std=splits.std, precision=precision, channels_last=rt.channels_last)
+                return GlisterSelector(options, env)
+
             with peak_rss() as mem:
                 start = time.perf_counter()
-                full_problem = sel.problem(model, splits.train, splits.val, pool)
+                full_problem, build_s = glister().problem(model, candidates, splits.val)
                 forward = time.perf_counter() - start
-            fwd_mb, build_s = mem["mb"], sel.build_time
+            fwd_mb = mem["mb"]
             reference = None
             if len(args.backends) > 1:  # the ranking every backend is held to: eager fp32 features
-                ref = GlisterSelector(mean=splits.mean, std=splits.std, eta=0.1, per_class=args.per_class == "true",
-                                      lookahead=args.lookahead, precision="fp32", channels_last=rt.channels_last)
-                reference = ref.problem(model, splits.train, splits.val, pool)
+                reference, _ = glister(precision="fp32", backend="eager").problem(model, candidates, splits.val)
             for last_layer in args.last_layers:
                 problem = dataclasses.replace(full_problem, full=last_layer == "full")
                 scored = full_problem  # every variant is scored with the full last-layer objective
@@ -148,7 +152,7 @@ def main() -> None:
                     for mode in args.greedy:
                         if mode == "naive" and budget > args.naive_max_budget:
                             continue
-                        sel.greedy = mode
+                        sel = glister(mode)
                         with peak_rss() as mem:
                             start = time.perf_counter()
                             order = sel.maximize(problem, budget, torch.Generator().manual_seed(2))

@@ -1,17 +1,17 @@
-"""The claim's per-seed table: final test accuracy of every configuration, seed by seed, per condition.
+"""The claim's tables from run folders: the headline (one row per method, one column per condition) and the ablation
+of the default's levers, each cell the final test accuracy's mean ± std over the seeds, with the seed count.
 
-Reads run folders (``config.yaml``, ``summary.json``, ``metrics.jsonl``) under the given roots, names each run's
-configuration from its config, and prints one markdown row per configuration: test accuracy (%) for seeds 0 / 1 / 2
-under each condition (clean 30%, clean 10%, 40% symmetric noise 30%, 40% pair noise 30%), then mean ± std over
-the seeds present, and the share of wrong labels among the chosen examples under noise (all selections / the last
-15 epochs). ``report`` makes the equal-epoch and equal-time comparisons; this is the raw material beside it.
+Reads run folders (``config.yaml``, ``summary.json``, ``metrics.jsonl``) under the given roots. A folder written
+before the selectors owned their options is read in today's form (``glister_train.retired``): its retired levers
+name its ablation row. Adaptive random's row takes, per condition, the schedule (R = 1 or R = 3) with the higher mean
+final validation accuracy: chosen on validation, reported on test.
 
-``--gather SWEEP...`` first copies the small files of every completed run of those sweep folders (e.g.
-``runs/long-clean runs/long-noise``) into the first root, as ``ROOT/<sweep>/<run>/``: that is how results are committed.
-``--readme FILE...`` rewrites the table in those markdown files in place (the one whose header row is this table's).
+``--gather SWEEP...`` first copies the small files of every completed run of those sweep folders into the first root
+as ``ROOT/<sweep>/<run>/`` (how results are committed). ``--readme FILE...`` rewrites the tables in place between the
+markers ``<!-- claim-table -->`` / ``<!-- ablation-table -->`` and their closing ``<!-- /... -->``.
 
-    python experiments/claim_table.py experiments/results/long/run_files --gather runs/long-clean runs/long-noise \\
-        --json experiments/results/long/claim_table.json --readme README.md glister_train/selection/README.md
+    python experiments/claim_table.py experiments/results/long/run_files --json experiments/results/long/claim_table.json \\
+        --readme README.md glister_train/selection/README.md
 """
 
 from __future__ import annotations
@@ -21,72 +21,71 @@ import json
 import math
 import shutil
 import statistics
+import sys
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from glister_train.retired import translate  # noqa: E402
+
 SMALL_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
-# (name, label noise, noise kind, fraction, class imbalance)
-CONDITIONS = (("clean, 30%", 0.0, "symmetric", 0.3, 1.0), ("clean, 10%", 0.0, "symmetric", 0.1, 1.0),
-              ("40% symmetric noise, 30%", 0.4, "symmetric", 0.3, 1.0), ("40% pair noise, 30%", 0.4, "pairs", 0.3, 1.0),
-              ("10x class imbalance, 30%", 0.0, "symmetric", 0.3, 10.0))
-ROWS = ("full data", "adaptive random, R = 1", "adaptive random, R = 3", "GLISTER as it was (batched greedy, sum)",
-        "GLISTER gain tilt (T = 1), confidence filter, records estimate",
-        "filter + uniform draws (T = 1e6), records estimate", "filter + uniform draws (T = 1e6), eval-mode estimate",
-        "filter + uniform draws (T = inf), eval-mode estimate, quotas by pool size (on clean data: the default's subsets)",
-        "T = inf + `hard_ratio` (above-mean-loss examples drawn more often, importance-weighted)",
-        "T = inf + `drop_by: margin` (the margin averaged over training ranks what is dropped)",
-        "T = inf + `drop_share_scale`", "T = inf + `drop_by: margin` + `drop_share_scale`",
-        "T = inf + `class_budget: val_loss` (per-class quotas by validation loss)",
-        "**default**: T = inf + `class_budget: val_share` (the subset's class mix follows the validation set's)",
-        "default + `coverage` (the kept examples trained on fewest times drawn first)",
-        "default + `curriculum` (easy first: the least confident set aside early)",
-        "default + compute-matched warm start (`kappa_matched`: full-data epochs inside the budget), kappa",
-        "adaptive random + compute-matched warm start, kappa")
+# (column, label noise, noise kind, fraction, class imbalance)
+CONDITIONS = (("clean 30%", 0.0, "symmetric", 0.3, 1.0), ("clean 10%", 0.0, "symmetric", 0.1, 1.0),
+              ("sym. noise 30%", 0.4, "symmetric", 0.3, 1.0), ("pair noise 30%", 0.4, "pairs", 0.3, 1.0),
+              ("10x imbalance 30%", 0.0, "symmetric", 0.3, 10.0))
+FULL, RANDOM, GLISTER, DEFAULT = "full data", "adaptive random", "GLISTER", "filtered-random (default)"
+HEADLINE = (FULL, RANDOM, GLISTER, DEFAULT)
+# the options a method is named by when they hold their defaults (anything else is an ablation row)
+DEFAULTS = {"filtered-random": {"class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0,
+                                "rank_by": "confidence"},
+            "glister": {"greedy": "batched", "block_size": 0, "epsilon": 0.01, "eta": 0.0, "last_layer": "full",
+                        "lookahead": "sum", "per_class": True, "sampling": "greedy", "temperature": 1.0,
+                        "val_gradient": "all", "backend": "eager"}}
+# GLISTER's committed runs ran with the validation set's class mix, but for one seed with the pool's (the sweep did
+# not pin the quotas); both are GLISTER as published otherwise, so they share its row, with a note
+IGNORED_IN_NAME = {"glister": ("class_budget",), "filtered-random": ()}
+# on clean data with a stratified validation set the two class mixes give equal quotas and so the same subsets: the
+# committed clean runs of the default ran with the pool's mix
+SAME_ON_CLEAN = f"{DEFAULT} + class_budget: size"
 
 
-def configuration(cfg: dict) -> str | None:
-    s = cfg["selection"]
-    if s["selector"] == "full":
-        return ROWS[0]
-    if s["selector"] == "adaptive-random":
-        if s.get("kappa_matched", False):
-            return f"{ROWS[17]} {s['kappa']:g}, R = {s['select_every']}"
-        return f"adaptive random, R = {s['select_every']}"
-    if s["sampling"] == "greedy":
-        return ROWS[3]
-    t, sample = float(s["temperature"]), s.get("agreement_sample", 0)  # older configs lack the key
-    if t == 1.0:
-        return ROWS[4]
-    if math.isinf(t):
-        if not sample:
-            return None
-        if s.get("kappa_matched", False):
-            return f"{ROWS[16]} {s['kappa']:g}"
-        if s.get("hard_ratio", 1.0) > 1:
-            return f"{ROWS[8]}: {s['hard_ratio']:g}"
-        if s.get("curriculum", 0.0) > 0:
-            return f"{ROWS[15]}: {s['curriculum']:g}"
-        if s.get("coverage", False):
-            return ROWS[14]
-        margin, scale, quotas = s.get("drop_by") == "margin", s.get("drop_share_scale", 1.0), s.get("class_budget", "size")
-        if margin or scale != 1:  # a stricter filter: its row names the quotas when they are not the pool's sizes
-            row = f"{ROWS[11]}: {scale:g}" if margin and scale != 1 else f"{ROWS[10]}: {scale:g}" if scale != 1 else ROWS[9]
-            return row if quotas == "size" else f"{row}, `class_budget: {quotas}`"
-        if quotas != "size":
-            return ROWS[13] if quotas == "val_share" else ROWS[12]
-        return ROWS[7]
-    return ROWS[6] if sample else ROWS[5]
+def method(cfg: dict[str, Any]) -> str:
+    """The row a run belongs to: a headline method, or the default (or GLISTER) with what it changed."""
+    new, retired = translate(cfg)
+    s = new["selection"]
+    selector = s["selector"]
+    schedule = []
+    if s.get("kappa_matched"):
+        schedule.append(f"compute-matched warm start, kappa {s['kappa']:g}")
+    if selector == "full":
+        return FULL
+    if selector == "adaptive-random":
+        return f"{RANDOM}, R = {s.get('select_every', 20)}" + "".join(f", {x}" for x in schedule)
+    name = DEFAULT if selector == "filtered-random" else GLISTER if selector == "glister" else selector
+    if selector == "glister" and "drop_by" in retired:  # the soft filters the default grew out of, in short
+        t = float(s["temperature"])
+        name = f"GLISTER soft, T = {f'{t:.0e}'.replace('e+0', 'e') if t >= 1000 else f'{t:g}'}, confidence filter (retired)"
+        if "agreement_sample" in retired:
+            name += ", estimate from the records"
+        return name
+    changed = [f"{k}: {v}" for k, v in s.items() if k in DEFAULTS.get(selector, {})
+               and k not in IGNORED_IN_NAME.get(selector, ()) and v != DEFAULTS[selector][k]]
+    if retired.get("class_budget"):  # a retired class mix stood in for the one translate() gives
+        changed = [x for x in changed if not x.startswith("class_budget: ")]
+    changed += [f"{k}: {v} (retired)" for k, v in retired.items()]
+    return name + "".join(f" + {x}" for x in [*changed, *schedule])
 
 
-def condition(cfg: dict) -> str | None:
-    d, fraction = cfg["data"], 1.0 if cfg["selection"]["selector"] == "full" else cfg["selection"]["fraction"]
+def condition(cfg: dict[str, Any]) -> str | None:
+    d, s = cfg["data"], cfg["selection"]
+    fraction = 1.0 if s["selector"] == "full" else s["fraction"]
     for name, noise, kind, f, imbalance in CONDITIONS:
-        if d.get("imbalance", 1.0) != imbalance:
+        if d.get("imbalance", 1.0) != imbalance or d["label_noise"] != noise or (noise and d["noise_kind"] != kind):
             continue
-        if d["label_noise"] == noise and (noise == 0 or d["noise_kind"] == kind) and (fraction in (f, 1.0)):
-            if fraction == 1.0 and f != 0.3:
-                continue  # full data is shown once per noise condition, in the 30% column
+        if fraction == f or (fraction == 1.0 and f == 0.3):  # full data is shown once, in the 30% columns
             return name
     return None
 
@@ -105,15 +104,15 @@ def gather(sweeps: list[Path], dest: Path) -> int:
     return copied
 
 
-def wrong_label_shares(metrics: list[dict], epochs: int) -> tuple[float, float] | None:
+def late_wrong_share(metrics: list[dict[str, Any]], epochs: int) -> float | None:
+    """The share of wrong labels among the chosen examples over the last 15 epochs (%), where noise was injected."""
     shares = [(m["epoch"], m["select_noisy_share"]) for m in metrics if "select_noisy_share" in m]
-    if not shares:
-        return None
-    late = [s for e, s in shares if e > epochs - 15] or [s for _, s in shares]  # full data selects once, at the start
-    return 100 * statistics.fmean(s for _, s in shares), 100 * statistics.fmean(late)
+    late = [s for e, s in shares if e > epochs - 15] or [s for _, s in shares]  # full data selects once
+    return 100 * statistics.fmean(late) if late else None
 
 
-def collect(roots: list[Path]) -> dict:
+def collect(roots: list[Path]) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
+    """{row: {condition: {seed: {test_acc, val_acc, wrong_late, run}}}} of every completed run."""
     cells: dict = {}
     for root in roots:
         for summary_path in sorted(root.rglob("summary.json")):
@@ -122,48 +121,74 @@ def collect(roots: list[Path]) -> dict:
             if summary.get("status") != "completed":
                 continue
             cfg = yaml.safe_load((run / "config.yaml").read_text())
-            row, cond = configuration(cfg), condition(cfg)
-            if row is None or cond is None:
+            cond = condition(cfg)
+            if cond is None:
                 continue
+            row = method(cfg)
+            if row == SAME_ON_CLEAN and cond in ("clean 30%", "clean 10%"):
+                row = DEFAULT
             metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-            cell = cells.setdefault(row, {}).setdefault(cond, {})
-            cell[summary["seed"]] = {"test_acc": 100 * summary["final_test_acc"], "run": run.name,
-                                     "wrong_labels": wrong_label_shares(metrics, cfg["train"]["epochs"])}
+            cells.setdefault(row, {}).setdefault(cond, {})[summary["seed"]] = {
+                "test_acc": 100 * summary["final_test_acc"], "val_acc": 100 * summary["final_val_acc"],
+                "wrong_late": late_wrong_share(metrics, cfg["train"]["epochs"]), "run": f"{run.parent.name}/{run.name}"}
     return cells
 
 
-def table(cells: dict) -> str:
-    head = ["configuration"] + [f"{name}: seed 0 / 1 / 2 (mean ± std)" for name, *_ in CONDITIONS]
-    head.append("wrong labels chosen, symmetric noise: all selections / last 15 epochs, per seed (pool: 40%)")
-    head.append("wrong labels chosen, pair noise (pool: 20%)")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in sorted(cells, key=lambda r: max(i for i, name in enumerate(ROWS) if r.startswith(name))):
-        out = [row]
-        for name, *_ in CONDITIONS:
-            seeds = cells[row].get(name, {})
-            values = [seeds[s]["test_acc"] if s in seeds else None for s in (0, 1, 2)]
-            text = " / ".join("-" if v is None else f"{v:.2f}" for v in values)
-            present = [v for v in values if v is not None]
-            if len(present) >= 2:
-                text += f" ({statistics.fmean(present):.2f} ± {statistics.stdev(present):.2f})"
-            out.append(text)
-        for noise_condition in (CONDITIONS[2][0], CONDITIONS[3][0]):
-            noisy = cells[row].get(noise_condition, {})
-            shares = [noisy[s]["wrong_labels"] for s in sorted(noisy) if noisy[s]["wrong_labels"]]
-            out.append("; ".join(f"{a:.1f} / {b:.1f}" for a, b in shares) or "-")
-        lines.append("| " + " | ".join(out) + " |")
+def best_random(cells: dict, cond: str) -> str | None:
+    """Adaptive random's schedule (its row) with the higher mean final validation accuracy in ``cond``."""
+    rows = [r for r in cells if r in (f"{RANDOM}, R = 1", f"{RANDOM}, R = 3") and cond in cells[r]]
+    return max(rows, key=lambda r: statistics.fmean(v["val_acc"] for v in cells[r][cond].values()), default=None)
+
+
+def summary(seeds: dict[int, dict[str, Any]] | None) -> str:
+    """``mean ± std (n)`` of the test accuracies; one seed is shown alone, as a screening."""
+    if not seeds:
+        return "-"
+    values = [v["test_acc"] for v in seeds.values()]
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1)"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
+
+
+def headline(cells: dict) -> str:
+    columns = [name for name, *_ in CONDITIONS]
+    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    chosen = {c: best_random(cells, c) for c in columns}
+    for row in HEADLINE:
+        values = [summary(cells.get(chosen[c] if row == RANDOM else row, {}).get(c) if chosen[c] or row != RANDOM
+                          else None) for c in columns]
+        lines.append(f"| {'adaptive random, best R' if row == RANDOM else row} | " + " | ".join(values) + " |")
+    picks = ", ".join(f"{c}: R = {chosen[c].rsplit('= ', 1)[1]}" for c in columns if chosen[c])
+    note = (f"Adaptive random's R, chosen on validation accuracy: {picks}. GLISTER ran with the validation "
+            "set's class mix, except seed 0 under symmetric noise (the pool's). The default's clean cells ran "
+            "with the pool's class mix, which on clean data draws the same subsets.")
+    return "\n".join([*lines, "", *textwrap.wrap(note, 110)])
+
+
+def ablation(cells: dict) -> str:
+    """Every other row against the default in the same condition: the levers that lost or tied, and why not."""
+    lines = ["| variant | condition | test accuracy | vs the default | wrong labels late |", "|---|---|---|---|---|"]
+    rows = sorted(r for r in cells if r not in HEADLINE and not r.startswith(f"{RANDOM}, R = ") or "warm" in r)
+    order = [name for name, *_ in CONDITIONS]
+    for row in rows:
+        for cond, seeds in sorted(cells[row].items(), key=lambda item: order.index(item[0])):
+            base = cells.get(DEFAULT, {}).get(cond, {})
+            same = [s for s in seeds if s in base]  # paired: the seeds both ran
+            delta = statistics.fmean(seeds[s]["test_acc"] - base[s]["test_acc"] for s in same) if same else math.nan
+            wrong = [v["wrong_late"] for v in seeds.values() if v["wrong_late"] is not None]
+            lines.append(f"| {row.replace(DEFAULT + ' + ', '')} | {cond} | {summary(seeds)} | "
+                         f"{'-' if math.isnan(delta) else f'{delta:+.2f} ({len(same)})'} | "
+                         f"{f'{statistics.fmean(wrong):.1f}%' if wrong else '-'} |")
     return "\n".join(lines)
 
 
-def replace_table(markdown: str, new: str) -> str:
-    """``markdown`` with the table whose header row is ``new``'s replaced by ``new``; an error if there is none."""
-    lines, header = markdown.split("\n"), new.split("\n")[0]
-    if header not in lines:
-        raise SystemExit("no claim table (a row starting '| configuration | clean, 30%') to replace")
-    start = end = lines.index(header)
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
-    return "\n".join(lines[:start] + new.split("\n") + lines[end:])
+def replace_between(markdown: str, marker: str, new: str) -> str:
+    """``markdown`` with what lies between ``<!-- marker -->`` and ``<!-- /marker -->`` replaced by ``new``."""
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in markdown or end not in markdown:
+        raise SystemExit(f"no '{start}' ... '{end}' block to replace")
+    head, rest = markdown.split(start, 1)
+    return f"{head}{start}\n{new}\n{end}{rest.split(end, 1)[1]}"
 
 
 def main() -> None:
@@ -171,17 +196,22 @@ def main() -> None:
     p.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
     p.add_argument("--gather", type=Path, nargs="+", metavar="SWEEP", help="first copy completed runs' small files")
     p.add_argument("--json", type=Path)
-    p.add_argument("--readme", type=Path, nargs="+", metavar="FILE", help="rewrite the table in these markdown files")
+    p.add_argument("--readme", type=Path, nargs="+", metavar="FILE", help="rewrite the tables in these markdown files")
     args = p.parse_args()
     if args.gather:
         print(f"copied {gather(args.gather, args.roots[0])} completed runs")
     cells = collect(args.roots)
-    markdown = table(cells)
-    print(markdown)
+    tables = {"claim-table": headline(cells), "ablation-table": ablation(cells)}
+    for text in tables.values():
+        print(text, end="\n\n")
     if args.json:
-        args.json.write_text(json.dumps(cells, indent=2, sort_keys=True))
+        args.json.write_text(json.dumps(cells, indent=2, sort_keys=True) + "\n")
     for path in args.readme or []:
-        path.write_text(replace_table(path.read_text(), markdown))
+        text = path.read_text()
+        for marker, table in tables.items():
+            if f"<!-- {marker} -->" in text:
+                text = replace_between(text, marker, table)
+        path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import Config, flatten
 from .errors import CheckpointError
-from .io import atomic_torch_save
+from .io import UnreadableTorchFile, atomic_torch_save, load_tensors
 from .loader import AdaptiveSubsetLoader
 from .prune.capture import FilterStats
 
@@ -36,10 +36,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"--resume: no checkpoint at {str(path)!r}; start a new run without --resume")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
+    except UnreadableTorchFile as exc:
+        raise CheckpointError(f"--resume: {str(path)!r}: {exc}; delete it to restart this run from scratch, or use "
+                              "a new --out") from None
+    try:
         int(state["totals"]["epochs_done"])
         return state
-    except Exception as exc:  # truncated zip, unpickling refusal, missing keys
+    except Exception as exc:  # not a checkpoint of this project
         raise _corrupt(path, exc) from None
 
 
@@ -62,6 +66,7 @@ def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
 
 def _corrupt(path: Path, exc: Exception) -> CheckpointError:
     return CheckpointError(
-        f"--resume: {str(path)!r} is corrupt, truncated or not from this run ({type(exc).__name__}: {str(exc)[:200]}); "
+        f"--resume: {str(path)!r} is corrupt, truncated or not from this run ({type(exc).__name__}: "
+        f"{(str(exc).splitlines() or [''])[0][:160]}); "
         "delete it to restart this run from scratch, or use a new --out"
     )

@@ -1,15 +1,6 @@
-"""The choices of the selection options, in one place: the selectors use them and the config validates against
-them. Outside the selection package and free of torch, so that reading and checking a config stays light."""
+"""The selectors' names, in one place outside the selection package: the CLI's help and the registry's check use
+them without importing torch. Each selector's options and their choices live with the selector."""
 
-SELECTOR_NAMES = ("full", "random", "adaptive-random", "glister")  # the registry in __init__ must match
+SELECTOR_NAMES = ("full", "random", "adaptive-random", "filtered-random", "glister")  # the registry must match
+DEFAULT_SELECTOR = "filtered-random"
 FIRST_SUBSET = ("auto", "random", "selector")
-GREEDY = ("naive", "stochastic", "batched")
-LAST_LAYER = ("bias", "full")
-LOOKAHEAD = ("sum", "mean")
-SAMPLING = ("greedy", "soft")
-SCORE_SOURCES = ("pass", "training")
-SCORE_SOURCE_SETTINGS = ("auto", *SCORE_SOURCES)  # auto: training where it can (soft, one process, eager), else pass
-VAL_GRADIENTS = ("all", "own_class")
-DROP_BY = ("gain", "confidence", "margin")
-CLASS_BUDGETS = ("size", "val_share", "val_loss")
-BACKENDS = ("eager", "openvino")

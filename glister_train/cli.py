@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as C
-from .errors import StageFailed, Terminated, TrainingDiverged, UsageError
+from .errors import DiskFull, StageFailed, Terminated, TrainingDiverged, UsageError
 
 # flag -> (config key, type, help); the flags users reach for most, everything else via --set
 FLAGS: dict[str, tuple[str, type, str]] = {
@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"glister-train: error: {exc}", file=sys.stderr)
         return 2
-    except (TrainingDiverged, StageFailed) as exc:
+    except (TrainingDiverged, StageFailed, DiskFull) as exc:
         print(f"glister-train: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:

@@ -66,7 +66,7 @@ def trained_fraction(selector: str, fraction: float) -> float:
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    selector: str = "glister"  # full | random | adaptive-random | glister
+    selector: str = O.DEFAULT_SELECTOR  # full | random | adaptive-random | filtered-random | glister
     fraction: float = 0.1
     select_every: int = 20  # epochs between selections (R)
     kappa: float = 0.0  # fraction of the epochs trained on the full data before selection starts
@@ -76,53 +76,12 @@ class SelectionConfig:
     # who picks the first subset of a run that starts selecting at epoch 0: auto = at random for a fresh model,
     # the selector for a warm-started one (model.init_from) | random | selector
     first_subset: str = "auto"
-    # GLISTER only
-    greedy: str = "batched"  # naive | stochastic | batched
-    block_size: int = 0  # batched: examples added per validation update; 0 = 1% of the budget
-    epsilon: float = 0.01  # stochastic: each step scores (n/k) ln(1/epsilon) random candidates
-    per_class: bool = True  # split the budget over classes in proportion to their size
-    # per_class: size (in proportion to class size) | val_share (to the class's share of the validation set) |
-    # val_loss (to the class's validation loss); never more than a class holds. size here, what runs written before
-    # this key existed did; base.yaml sets val_share for new runs.
-    class_budget: str = "size"
-    last_layer: str = "full"  # full (weight and bias gradients) | bias (CORDS' default)
-    lookahead: str = "sum"  # sum (the paper, CORDS) | mean (one SGD step on the subset's mean loss)
-    eta: float = 0.0  # lookahead step size; 0 = the initial learning rate
-    pool_fraction: float = 1.0  # < 1: choose from a fresh random candidate pool of this share of the data
-    sampling: str = "soft"  # greedy (maximize the lookahead objective) | soft (draw per class from the gains)
-    temperature: float = math.inf  # soft: draw with probability ~ exp(standardized gain / temperature); .inf: uniform
-    uniform_share: float = 0.0  # soft: share of each class's quota drawn uniformly among the kept candidates
-    drop_share: float = 0.0  # soft: exclude this lowest-gain share of each class first
-    drop_negative: bool = False  # soft: exclude every candidate whose gain is negative (it opposes the validation set)
-    redraw: bool = True  # soft: draw a new subset every epoch from the last scores (no forward pass)
-    center_features: bool = False  # gradients of the last layer in its centred parametrization (same model)
-    backend: str = "eager"  # the selection's forward pass: eager | openvino (CPU; the [compile] extra)
-    # soft: pass (a forward pass over the pool) | training (what training computed) | auto (training where it can:
-    # one process, no torch.compile; else pass)
-    score_source: str = "auto"
-    val_gradient: str = "all"  # soft: gains against the whole validation gradient | own_class (its label's examples)
-    # soft, drop_share: rank by gain | confidence (the model's latest probability of the label) | margin (the label's
-    # logit margin averaged over every time training saw the example; score_source training)
-    drop_by: str = "confidence"
-    drop_share_auto: bool = True  # soft: drop_share = the wrong-label rate the clean validation set implies
-    drop_share_scale: float = 1.0  # drop_share_auto: drop this multiple of that rate (it runs low under noise)
-    # score_source training, drop_share_auto: training images scored the validation set's way (eval mode,
-    # un-augmented) for that rate; 0 = from the training records (augmented, train mode, stale: biased upward).
-    # 0 here, what runs written before this key existed did (their config.yaml is read on top of these
-    # defaults, so a key added later must default to the old behaviour); base.yaml sets 1000 for new runs.
-    agreement_sample: int = 0
-    # score_source training, temperature inf: per class, examples whose latest training loss is above the class mean
-    # are drawn this many times as often as the rest, with importance weights that keep the gradient unbiased
-    # (InfoBatch's idea at a fixed budget); 1 = off
-    hard_ratio: float = 1.0
-    # temperature inf, where the training records exist (score_source training or auto: not under torchrun or
-    # torch.compile): per class, draw the kept examples trained on fewest times so far (ties at random), so every
-    # example is trained on about equally often; false: independent uniform draws each epoch
-    coverage: bool = False
-    # score_source training, drop_by confidence: easy first. Over this share of the epochs the draw keeps only each
-    # class's most confidently learnt examples, from twice the budget's share of them at the start to all at the
-    # end of the span (the noise filter's ranking, set aside more early); 0 = off
-    curriculum: float = 0.0
+    # the chosen selector's own options, written beside the keys above (``selection.rank_by: margin``); their
+    # defaults and rules are the selector's options dataclass (glister_train/selection/), which validate() binds
+    options: dict = field(default_factory=dict)
+
+
+SCHEDULE_KEYS = tuple(f.name for f in fields(SelectionConfig) if f.name != "options")
 
 
 @dataclass(frozen=True)
@@ -173,7 +132,10 @@ class Config:
 
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
-    return dataclasses.asdict(cfg)
+    """The config as YAML holds it: the selector's options beside the selection section's other keys."""
+    out = dataclasses.asdict(cfg)
+    out["selection"] = {**{k: v for k, v in out["selection"].items() if k != "options"}, **cfg.selection.options}
+    return out
 
 
 def to_yaml(cfg: Config) -> str:
@@ -243,16 +205,28 @@ def merge(cfg: Config, overrides: Mapping[str, Any], source: str = "override") -
             continue
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: section {section!r} must be a mapping, got {values!r}")
-        kinds = {f.name: f.type for f in fields(sections[section])}
+        kinds = {f.name: f.type for f in fields(sections[section]) if f.name != "options"}
         current = getattr(cfg, section)
-        changes = {}
+        changes, options = {}, {}
         for key, value in values.items():
             name = f"{section}.{key}"
+            if section == "selection" and key not in kinds:
+                options[str(key)] = value  # the selector's own: checked against its options by validate()
+                continue
             if key not in kinds:
                 raise _unknown(name, [f"{section}.{k}" for k in kinds])
             changes[key] = _coerce(name, value, _python_type(kinds[key]))
+        if options:
+            changes["options"] = {**current.options, **options}
         updated[section] = replace(current, **changes)
     return replace(cfg, **updated)
+
+
+def with_selector(cfg: Config, selector: str) -> Config:
+    """``cfg`` with another selector and that selector's default options (the old options are not its own)."""
+    if selector == cfg.selection.selector:
+        return cfg
+    return replace(cfg, selection=replace(cfg.selection, selector=selector, options={}))
 
 
 def _python_type(annotation: Any) -> type:
@@ -292,8 +266,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML ({getattr(exc, 'problem', None) or 'parse error'}"
+                          f"{at})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
     return data
@@ -311,8 +290,17 @@ def load_preset(name: str) -> Config:
 
 
 def load_file(path: str | Path) -> Config:
-    """A config file written by a run (``config.yaml``) or by hand, on top of the defaults."""
-    return validate(merge(Config(), read_yaml(path), str(path)))
+    """A config file written by a run (``config.yaml``) or by hand, on top of the defaults. A run folder's config
+    from before the selectors owned their options names the keys since retired (``report`` still reads it)."""
+    from .retired import retired_keys
+
+    raw = read_yaml(path)
+    old = retired_keys(raw)
+    if old:
+        raise ConfigError(f"{str(path)!r} was written before the selection options were split between the selectors "
+                          f"(it sets {', '.join('selection.' + k for k in old[:4])}); `report` reads it, but it "
+                          "cannot be resumed or reused: start a new run")
+    return validate(merge(Config(), raw, str(path)))
 
 
 # ---------------------------------------------------------------- checks
@@ -337,34 +325,6 @@ def validate(cfg: Config) -> Config:
     check(not s.kappa_matched or s.kappa > 0, "selection.kappa_matched", s.kappa_matched,
           "false when selection.kappa is 0 (it counts the warm start against the budget; set kappa, e.g. 0.5)")
     choice("selection.first_subset", s.first_subset, O.FIRST_SUBSET)
-    choice("selection.greedy", s.greedy, O.GREEDY)
-    choice("selection.last_layer", s.last_layer, O.LAST_LAYER)
-    choice("selection.lookahead", s.lookahead, O.LOOKAHEAD)
-    check(s.block_size >= 0, "selection.block_size", s.block_size, ">= 0 (0 = 1% of the budget)")
-    check(0 < s.epsilon < 1, "selection.epsilon", s.epsilon, "in (0, 1), e.g. 0.01")
-    check(s.eta >= 0 and math.isfinite(s.eta), "selection.eta", s.eta, ">= 0 (0 = the initial learning rate)")
-    check(0 < s.pool_fraction <= 1, "selection.pool_fraction", s.pool_fraction, "in (0, 1]")
-    choice("selection.sampling", s.sampling, O.SAMPLING)
-    choice("selection.backend", s.backend, O.BACKENDS)
-    choice("selection.score_source", s.score_source, O.SCORE_SOURCE_SETTINGS)
-    choice("selection.val_gradient", s.val_gradient, O.VAL_GRADIENTS)
-    choice("selection.drop_by", s.drop_by, O.DROP_BY)
-    choice("selection.class_budget", s.class_budget, O.CLASS_BUDGETS)
-    if s.score_source == "training" and s.sampling != "soft":
-        raise ConfigError("selection.score_source: 'training' scores are drawn from, not maximized: it needs "
-                          "--set selection.sampling=soft")
-    check(0 < s.temperature, "selection.temperature", s.temperature, "a positive number, or .inf (uniform among the kept)")
-    check(0 <= s.uniform_share <= 1, "selection.uniform_share", s.uniform_share, "in [0, 1]")
-    check(0 <= s.drop_share < 1, "selection.drop_share", s.drop_share, "in [0, 1)")
-    check(s.drop_share_scale > 0, "selection.drop_share_scale", s.drop_share_scale, "> 0 (1: the estimate as it is)")
-    check(s.agreement_sample >= 0, "selection.agreement_sample", s.agreement_sample, ">= 0 (0: from the training records)")
-    check(s.hard_ratio >= 1 and (s.hard_ratio == 1 or (s.sampling == "soft" and math.isinf(s.temperature))),
-          "selection.hard_ratio", s.hard_ratio, ">= 1; above 1 only with sampling soft and temperature .inf")
-    check(not s.coverage or (s.sampling == "soft" and math.isinf(s.temperature) and s.hard_ratio == 1),
-          "selection.coverage", s.coverage, "false, or true with sampling soft, temperature .inf and hard_ratio 1")
-    check(0 <= s.curriculum <= 1 and (not s.curriculum or (s.sampling == "soft" and s.drop_by == "confidence")),
-          "selection.curriculum", s.curriculum, "a share of the epochs in [0, 1]; above 0 with sampling soft and "
-          "drop_by confidence")
     check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
     check(t.eval_batch_size >= 0, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1, or 0 for the device's default")
@@ -391,7 +351,21 @@ def validate(cfg: Config) -> Config:
     choice("run.tracker", r.tracker, TRACKERS)
     check(0 <= r.tracking_timeout < math.inf, "run.tracking_timeout", r.tracking_timeout, ">= 0 seconds")
     choice("run.progress", r.progress, ("auto", "bar", "none"))
-    return cfg
+    return replace(cfg, selection=replace(s, options=bound_options(s)))
+
+
+def bound_options(s: SelectionConfig) -> dict[str, Any]:
+    """The chosen selector's options from ``s.options``, converted, checked and completed with its defaults."""
+    from .selection import selector_options  # the options live with the selectors (torch)
+
+    try:
+        return dataclasses.asdict(selector_options(s.selector, s.options))
+    except ConfigError as exc:
+        close = [k for k in s.options if difflib.get_close_matches(k, SCHEDULE_KEYS, n=1)]
+        if close and close[0] not in SCHEDULE_KEYS:
+            hint = difflib.get_close_matches(close[0], SCHEDULE_KEYS, n=1)[0]
+            raise ConfigError(f"{exc} (did you mean selection.{hint}?)") from None
+        raise
 
 
 def flatten(cfg: Config) -> dict[str, Any]:

@@ -47,3 +47,13 @@ class StageFailed(RuntimeError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (spot reclaim, docker stop, Kubernetes): stop like Ctrl-C, keep the last checkpoint, exit 143."""
+
+
+class DiskFull(OSError):
+    """The disk filled while a file was written: exit code 1 with one line (the last checkpoint is intact)."""
+
+    def __init__(self, path: str, device: str):
+        super().__init__(28, f"no space left on {device} while writing {path}; free space and run again with --resume")
+
+    def __str__(self) -> str:
+        return self.strerror

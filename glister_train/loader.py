@@ -72,13 +72,7 @@ class AdaptiveSubsetLoader:
         self.augment_gen = torch.Generator().manual_seed(seed + 2)
         self.selection = Selection.uniform(torch.arange(len(train)))
         self.selected_at: int | None = None  # epoch of the last selection
-        self.cache: dict[str, torch.Tensor] | None = None  # the last selection's scores, for redraws
-        # what the training pass computed for each example when it last trained on it (penultimate features
-        # and logits), for a selector that scores from them instead of a pass of its own
-        self.records: dict[str, torch.Tensor] | None = None
-        # the validation features the evaluation computed at the end of an epoch, offered to the selection due at
-        # the start of the next (the weights are the same): (that epoch, features)
-        self.val_known: tuple[int, torch.Tensor] | None = None
+        self.cache: dict[str, torch.Tensor] | None = None  # what the last selection left for redraws
 
     # ------------------------------------------------------------ schedule
 
@@ -93,38 +87,23 @@ class AdaptiveSubsetLoader:
             return True
         return self.selector.reselects and (epoch - self.warm_epochs) % self.select_every == 0 and epoch != self.selected_at
 
+    # ------------------------------------------------------------ what the selector watches (selection/base.py)
+
     @property
-    def wants_records(self) -> bool:
-        return getattr(self.selector, "score_source", "pass") == "training"
+    def observes_training(self) -> bool:
+        return getattr(self.selector, "observes_training", False)
 
-    def record(self, idx: torch.Tensor, features: torch.Tensor, logits: torch.Tensor) -> None:
-        """Keep the training pass's features and logits of the examples ``idx`` (the latest pass wins) and count
-        how often each was trained on; for a selector that drops by margin, also add up each one's logit margin
-        (its label's logit minus the largest other) over every pass."""
-        n = len(self.train)
-        if self.records is None:
-            self.records = {"h": torch.zeros(n, features.shape[1]), "logits": torch.zeros(n, logits.shape[1]),
-                            "seen": torch.zeros(n, dtype=torch.bool)}
-        if "times_seen" not in self.records:  # records checkpointed before counts were kept start counting now
-            self.records["times_seen"] = torch.zeros(n, dtype=torch.int32)
-        logits = logits.detach().float().cpu()
-        self.records["h"][idx] = features.detach().float().cpu()
-        self.records["logits"][idx] = logits
-        self.records["seen"][idx] = True
-        self.records["times_seen"][idx] += 1
-        if getattr(self.selector, "drop_by", None) == "margin":
-            y = self.train.y[idx.to(self.train.y.device)].cpu()
-            own = logits[torch.arange(len(y)), y]
-            margin = own - logits.scatter(1, y[:, None], float("-inf")).max(1).values
-            self.records.setdefault("margin_sum", torch.zeros(n, dtype=torch.float64))[idx] += margin.double()
+    def observe(self, idx: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
+        """The examples ``idx`` were just trained on, with these labels and logits."""
+        self.selector.observe(idx, labels, logits)
 
-    def wants_val_features(self, epoch: int) -> bool:
-        """Whether a selection that reads the validation set's features is due at ``epoch``."""
-        return hasattr(self.selector, "val_features") and self.due(epoch)
+    def wants_validation(self, epoch: int) -> bool:
+        """Whether the selector takes the validation set's features for a selection due at ``epoch``."""
+        return hasattr(self.selector, "observe_validation") and self.due(epoch)
 
-    def offer_val_features(self, epoch: int, features: torch.Tensor) -> None:
-        """Features of the whole validation set, in order, computed by the model as it will be at ``epoch``."""
-        self.val_known = (epoch, features)
+    def offer_validation(self, features: torch.Tensor) -> None:
+        """Features of the whole validation set, in order, computed by the model as the next selection sees it."""
+        self.selector.observe_validation(features)
 
     def redraw_due(self, epoch: int) -> bool:
         """Between selections, a selector that redraws draws a fresh subset from its cached scores."""
@@ -139,25 +118,15 @@ class AdaptiveSubsetLoader:
             selector = self.selector
             if epoch == 0 and self.random_start and self.selector.reselects:
                 selector = RandomSelector()
-            known = self.val_known[1] if self.val_known is not None and self.val_known[0] == epoch else None
-            if self.wants_records and selector is self.selector:
-                selection = selector.select_from_records(model, self.train, self.val, self.budget, self.records,
-                                                         generator=self.select_gen, val_known=known,
-                                                         progress=epoch / self.epochs)
-            elif known is not None and selector is self.selector:
-                selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen,
-                                            val_known=known)
-            else:
-                selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
-            self.cache, self.val_known = selection.cache, None
+            selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
+            self.cache = selection.cache
         elif self.redraw_due(epoch):
             if self.cache is None:  # after a random first subset there are no scores yet: a fresh random one
                 selector, selection = RandomSelector(), RandomSelector().select(
                     model, self.train, self.val, self.budget, generator=self.select_gen)
             else:
                 selector = self.selector
-                selection = selector.redraw(self.cache, self.train, self.budget, generator=self.select_gen,
-                                            records=self.records, progress=epoch / self.epochs)
+                selection = selector.redraw(self.cache, self.train, self.budget, generator=self.select_gen)
         else:
             return None
         stats = selection.stats
@@ -211,8 +180,9 @@ class AdaptiveSubsetLoader:
             "indices": self.selection.indices, "weights": self.selection.weights,
             "selected_at": -1 if self.selected_at is None else self.selected_at,
             "select_gen": self.select_gen.get_state(), "shuffle_gen": self.shuffle_gen.get_state(),
-            "augment_gen": self.augment_gen.get_state(), "cache": self.cache, "records": self.records,
-            "val_known": self.val_known,  # so that a resumed run selects from the very same features
+            "augment_gen": self.augment_gen.get_state(), "cache": self.cache,
+            # what the selector watched: a resumed run selects from the very same records and features
+            "selector": self.selector.state_dict() if hasattr(self.selector, "state_dict") else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -222,5 +192,5 @@ class AdaptiveSubsetLoader:
         self.shuffle_gen.set_state(state["shuffle_gen"])
         self.augment_gen.set_state(state["augment_gen"])
         self.cache = state.get("cache")
-        self.records = state.get("records")
-        self.val_known = state.get("val_known")
+        if state.get("selector") is not None:
+            self.selector.load_state_dict(state["selector"])

@@ -17,7 +17,7 @@ SELECTION_LINE = r"selection epoch=[0-9]+ selector=\S+"
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "epoch_time", "select_time")
 SELECTION_FIELDS = ("select_forward_time", "select_greedy_time", "select_objective", "select_objective_random",
-                    "select_overlap")
+                    "select_overlap", "select_drop_share")
 
 
 def metric_definitions() -> list[dict[str, str]]:

@@ -11,7 +11,6 @@ pickled modules, so loading a model file never runs code from it.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import ModelFileError
-from .io import atomic_torch_save
+from .io import UnreadableTorchFile, atomic_torch_save, load_tensors
 
 
 class BasicBlock(nn.Module):
@@ -183,13 +182,10 @@ def read_model_file(path: str | Path, map_location: str = "cpu", what: str = "mo
     if not path.is_file():
         raise ModelFileError(f"{what} {str(path)!r} does not exist")
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelFileError(f"{what} {str(path)!r} holds pickled objects other than tensors; it was refused "
-                             "unread, since loading it could run code. Use a model.pt written by glister_train") from None
-    except Exception as exc:  # truncated, not a zip, not a torch file
-        raise ModelFileError(f"{what} {str(path)!r} is not a readable torch file ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+        blob = load_tensors(path, map_location)
+    except UnreadableTorchFile as exc:
+        fix = ". Use a model.pt written by glister_train" if exc.code else ""
+        raise ModelFileError(f"{what} {str(path)!r}: {exc}{fix}") from None
     if not isinstance(blob, dict) or not isinstance(blob.get("arch"), dict) or not isinstance(blob.get("state_dict"), dict):
         raise ModelFileError(f"{what} {str(path)!r} is not a glister_train model file (expected keys 'arch' and "
                              "'state_dict'; a checkpoint.pt is not a model: use the run's model.pt)")
@@ -211,3 +207,13 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, 
 def _unwrap(model: nn.Module) -> nn.Module:
     # torch.compile and DDP wrap the module; the saved weights are the inner module's
     return getattr(model, "_orig_mod", getattr(model, "module", model))
+
+
+def last_layer_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear]:
+    """(features function, final linear layer) of a model with ``embed`` and ``fc`` (unwrapping DDP and
+    torch.compile): what a selector reads the penultimate features and logits from."""
+    model = getattr(model, "_orig_mod", getattr(model, "module", model))
+    if not hasattr(model, "embed") or not isinstance(getattr(model, "fc", None), nn.Linear):
+        raise TypeError(f"{type(model).__name__} has no embed()/fc: selection needs the penultimate features and the "
+                        "final nn.Linear (wrap other models with glister_train.compat.cords)")
+    return model.embed, model.fc

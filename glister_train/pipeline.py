@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import StageFailed, UsageError
 
@@ -88,12 +89,21 @@ def check(stages: Sequence[Stage]) -> None:
             from .prune.ranking import torch_pruning
             from .prune.stage import options_from, prune_parser
 
-            options_from(prune_parser().parse_args([*stage.argv, *placeholders]))
+            options_from(parse_stage(prune_parser(), stage, placeholders))
             torch_pruning()  # the [prune] extra, checked now
         else:
             from .compile.stage import compile_parser, options_from
 
-            options_from(compile_parser().parse_args([*stage.argv, *placeholders]))
+            options_from(parse_stage(compile_parser(), stage, placeholders))
+
+
+def parse_stage(parser: Any, stage: Stage, placeholders: list[str]) -> Any:
+    """A stage's options; a bad one is a one-line UsageError naming the stage (not argparse's usage and exit)."""
+    def error(message: str) -> None:
+        raise UsageError(f"--then {stage.name}: {message} (see python -m glister_train {stage.name} --help)")
+
+    parser.error = error
+    return parser.parse_args([*stage.argv, *placeholders])
 
 
 def run_stages(run_dir: Path, stages: Sequence[Stage], log: Callable[[str], None] = print) -> list[Path]:

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, flatten, load_file, trained_fraction
+from .config import Config, flatten, merge, read_yaml, trained_fraction, validate
 from .errors import UsageError
 from .io import atomic_write_json, atomic_write_text
 from .provenance import provenance
@@ -50,6 +52,9 @@ class RunRecord:
     config: dict[str, Any] = field(default_factory=dict)  # flattened, when the source has it
     label: str = ""  # the selector and the options that set it apart from the other runs (see label_runs)
     condition: str = ""  # the data and training setting it shares with the runs it is compared with
+    # a selector as shipped, or with another class mix (the one option the committed runs of both selectors vary in);
+    # false: a variant of it, plotted in the ablation figure
+    headline: bool = True
     clock: str = "epoch_time"  # the per-epoch time it is measured by: epoch_time (wall) or epoch_cpu_time
 
     def curve(self) -> tuple[list[float], list[float]]:
@@ -77,9 +82,22 @@ NOT_A_SETTING = ("run.", "runtime.", "data.data_dir", "data.download", "data.dat
                  "selection.selector", "selection.fraction", "model.init_from")
 
 
-# the selection keys every selector's schedule reads; the rest of `selection` are glister's options, which do not
-# set apart two runs of another selector (adaptive random written before and after a glister default changed)
+# the selection keys every selector's schedule reads; the rest of `selection` are the selector's own options
 SCHEDULE = ("selection.select_every", "selection.kappa", "selection.kappa_matched", "selection.first_subset")
+
+
+def run_config(path: Path) -> dict[str, Any]:
+    """A run folder's config.yaml, flattened; one written before the selectors owned their options is read in
+    today's form, each retired lever it had on as ``selection.KEY (retired)`` (see :mod:`glister_train.retired`)."""
+    from .retired import translate
+
+    raw, retired = translate(read_yaml(path))
+    cfg = flatten(validate(merge(Config(), raw, str(path))))
+    return {**cfg, **{f"selection.{k} (retired)": v for k, v in retired.items()}}
+
+
+def selector_defaults(selector: str) -> dict[str, Any]:
+    return flatten(validate(merge(Config(), {"selection": {"selector": selector}})))
 
 
 def label_runs(runs: list[RunRecord]) -> None:
@@ -87,23 +105,25 @@ def label_runs(runs: list[RunRecord]) -> None:
 
     A data, model or training key that differs makes a *condition* (e.g. ``label_noise=0.4``): runs are
     only compared within one. A selection key that differs goes into the
-    *label* (``adaptive-random select_every=1``, ``glister sampling=soft``) where it is not the default
+    *label* (``adaptive-random select_every=1``, ``filtered-random rank_by=margin``) where it is not the default
     (``select_every`` always, when it differs: both of random's schedules are named); other selectors are named
     by their schedule only.
     """
     keys = sorted({k for r in runs for k in r.config if not k.startswith(NOT_A_SETTING)})
     varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
-    defaults = flatten(Config())
     for run in runs:
         run.condition = " ".join(f"{k.split('.')[-1]}={run.config.get(k)}" for k in varying
                                  if not k.startswith("selection.")) or "-"
     own = [k for k in varying if k.startswith("selection.")]
+    defaults = {selector: selector_defaults(selector) for selector in {r.selector for r in runs}}
     for run in runs:
+        mine = defaults[run.selector]
         parts = [] if run.selector == "full" else [
-            f"{k.split('.')[-1]}={run.config.get(k)}" for k in own
-            if (run.selector == "glister" or k in SCHEDULE)
-            and (run.config.get(k) != defaults.get(k) or k == "selection.select_every")]
+            f"{k.split('.')[-1]}={run.config.get(k)}" for k in own if k in run.config
+            and (k in SCHEDULE or k in mine or k.endswith("(retired)"))
+            and (run.config.get(k) != mine.get(k) or k == "selection.select_every")]
         run.label = " ".join([run.selector, *parts])
+        run.headline = all(part.startswith(("select_every=", "class_budget=")) for part in parts)
 
 
 CLOCKS = {"wall": "epoch_time", "cpu": "epoch_cpu_time", "epochs": "epoch_cost"}
@@ -128,7 +148,6 @@ def local_runs(paths: list[str], clock: str = "wall") -> list[RunRecord]:
     """Completed runs in the given folders (a run folder, or a folder of run folders, at any depth), timed by
     ``clock`` (see the module's docs). A run inside another run's folder (a pipeline's fine-tuning, ``RUN/prune/
     finetune``) belongs to that run's stages, not to the comparison."""
-    key = CLOCKS[clock]
     runs = []
     for root in map(Path, paths):
         if not root.exists():
@@ -138,19 +157,52 @@ def local_runs(paths: list[str], clock: str = "wall") -> list[RunRecord]:
             run_dir = summary_path.parent
             if any((parent / "summary.json").is_file() for parent in run_dir.parents if root in parent.parents):
                 continue
-            summary = json.loads(summary_path.read_text())
-            if summary.get("status") != "completed":
+            try:
+                record = local_run(run_dir, clock)
+            except RunSkipped as exc:
+                print(f"report: skipped {run_dir}: {exc}", file=sys.stderr)
                 continue
-            cfg = flatten(load_file(run_dir / "config.yaml"))
-            metrics = read_metrics(run_dir)
-            if clock == "epochs":
-                add_epoch_costs(metrics, trained_fraction(cfg["selection.selector"], cfg["selection.fraction"]))
-            if any(key not in m for m in metrics):
-                raise UsageError(f"report: {str(run_dir)!r} has no {key} (written since CPU time was recorded); "
-                                 "use --clock wall")
-            runs.append(_record(str(run_dir), cfg["selection.selector"], cfg["selection.fraction"], cfg["run.seed"],
-                                summary, metrics, statistics.fmean(m[key] for m in metrics), cfg, key))
+            if record is not None:
+                runs.append(record)
     return runs
+
+
+class RunSkipped(Exception):
+    """A folder that looks like a run but cannot be read as one: the report goes on without it."""
+
+
+def local_run(run_dir: Path, clock: str) -> RunRecord | None:
+    """The completed run in ``run_dir`` (None for one that is not completed); RunSkipped names what is wrong."""
+    key = CLOCKS[clock]
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunSkipped(f"summary.json is not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(summary, dict):
+        raise RunSkipped(f"summary.json holds a {type(summary).__name__}, not an object")
+    if summary.get("status") != "completed":
+        return None
+    for name in ("final_test_acc", "final_val_acc"):
+        value = summary.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RunSkipped(f"summary.json's {name} is {value!r}, not a number")
+    try:
+        cfg = run_config(run_dir / "config.yaml")
+    except UsageError as exc:
+        raise RunSkipped(str(exc)) from None
+    metrics = read_metrics(run_dir)
+    if not metrics:
+        raise RunSkipped("metrics.jsonl is missing, empty or unparseable")
+    if any(key != "epoch_cost" and key not in m for m in metrics):
+        raise UsageError(f"report: {str(run_dir)!r} has no {key} (written since CPU time was recorded); "
+                         "use --clock wall")
+    try:
+        if clock == "epochs":
+            add_epoch_costs(metrics, trained_fraction(cfg["selection.selector"], cfg["selection.fraction"]))
+        return _record(str(run_dir), cfg["selection.selector"], cfg["selection.fraction"], cfg["run.seed"], summary,
+                       metrics, statistics.fmean(m[key] for m in metrics), cfg, key)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise RunSkipped(f"metrics.jsonl is incomplete ({type(exc).__name__}: {exc})") from None
 
 
 def sagemaker_runs(experiment: str, client=None) -> list[RunRecord]:
@@ -367,9 +419,11 @@ def _times(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
-def short_label(label: str) -> str:
-    """``glister center_features=True select_every=3`` -> ``glister center_features R=3``: for plot legends."""
-    return label.replace("=True", "").replace("select_every=", "R=")
+def short_label(label: str, width: int = 72) -> str:
+    """``filtered-random coverage (retired)=True select_every=3`` -> ``filtered-random coverage* R=3``: for plot
+    legends (``*``: a retired lever), cut to ``width`` characters."""
+    short = label.replace(" (retired)=", "*=").replace("=True", "").replace("select_every=", "R=")
+    return short if len(short) <= width else short[: width - 1] + "…"
 
 
 def mean_curve(members: list[RunRecord], x_axis: str) -> tuple[list[float], list[float]]:
@@ -393,6 +447,64 @@ def subset_window(curves: list[tuple[str, list[float]]]) -> float | None:
     return 1.15 * max(subset)
 
 
+def panels(groups: dict[tuple[str, str, float], list[RunRecord]]) -> dict[tuple[str, str, float], list[RunRecord]]:
+    """The groups keyed by plot panel: a condition at one fraction, full data drawn in each of its condition's."""
+    fractions = {c: sorted({f for c2, _, f in groups if c2 == c and f < 1}) for c, _, _ in groups}
+    out = {}
+    for (condition, label, fraction), members in groups.items():
+        for f in (fractions[condition] or [fraction]) if fraction == 1 else [fraction]:
+            panel = condition if condition != "-" else ""
+            out[(f"{panel}, {f:.0%} of the data".lstrip(", "), label, fraction)] = members
+    return out
+
+
+STYLES = {"full": "-", "adaptive-random": "--", "random": ":", "glister": "-.", "filtered-random": "-"}
+
+
+def curve_figure(plt: Any, groups: dict[tuple[str, str, float], list[RunRecord]], conditions: list[str], x_axis: str,
+                 unit: str, path: Path, ablation: bool = False) -> Path:
+    """Test accuracy against epochs or time, one panel per condition, one curve per group (its seeds averaged),
+    the legend inside the panel. In an ablation figure the shipped selectors are thin grey references."""
+    labels = sorted({label for _, label, _ in groups})
+    colour = dict(zip(labels, (plt.cm.tab10.colors * (len(labels) // 10 + 1))))  # one colour per method, every panel
+    columns = min(len(conditions), 2 if ablation else 3)
+    rows = math.ceil(len(conditions) / columns)
+    height = 4.6 + (2.6 if ablation else 0)  # room for the legend below an ablation panel
+    fig, axes = plt.subplots(rows, columns, figsize=(6.4 * columns, height * rows), squeeze=False)
+    for ax in axes.flat[len(conditions):]:
+        ax.set_visible(False)
+    for ax, condition in zip(axes.flat, conditions):
+        curves = []
+        for (c, label, fraction), members in sorted(groups.items()):
+            members = [r for r in members if r.metrics]
+            if c != condition or not members:
+                continue  # runs known only by their aggregates have no curve
+            xs, acc = mean_curve(members, x_axis)
+            curves.append((members[0].selector, xs))
+            legend = f"{short_label(label)}, {fraction:.0%} (n={len(members)})"
+            reference = ablation and members[0].headline
+            line, = ax.plot(xs, [100 * a for a in acc], STYLES.get(members[0].selector, "-"), label=legend,
+                            color="0.6" if reference else colour[label], linewidth=1 if reference else 1.5)
+            if members[0].selector == "full" and x_axis == "time" and xs:
+                ax.axhline(100 * acc[-1], color=line.get_color(), linewidth=1.2, linestyle=":",
+                           label=f"full data's final, at {xs[-1]:.3g} {unit}")
+        right = subset_window(curves) if x_axis == "time" else None
+        if right is not None:
+            ax.set_xlim(0, right)  # full data runs on past the edge; its final accuracy is the dotted line
+        ax.set_title(condition if condition != "-" else "", fontsize=10)
+        ax.set_xlabel("epoch" if x_axis == "epoch" else f"training time, selection included ({unit})")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        if ablation:  # many long names: below the panel, where they cover no curve
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+        else:
+            ax.legend(fontsize=7, loc="lower right", framealpha=0.85)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the whole legend, never cut at an edge
+    plt.close(fig)
+    return path
+
+
 def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[Path]:
     try:
         import matplotlib
@@ -401,43 +513,18 @@ def plots(runs: list[RunRecord], rows: list[dict[str, Any]], out: Path) -> list[
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError("report: plots need matplotlib: pip install 'glister-train[report]'") from None
-    groups = by_group(runs)
+    groups = panels(by_group(runs))
     conditions = sorted({c for c, _, _ in groups})
     unit = UNITS[clock_name(runs[0].clock)]
-    colours = plt.cm.tab20.colors[0::2] + plt.cm.tab20.colors[1::2]  # over 10 configurations a panel: dark, then light
+    headline = {key: members for key, members in groups.items() if members[0].headline}
+    variants = {key: members for key, members in groups.items() if not members[0].headline}
     written = []
     for x_axis, name in (("epoch", "accuracy_vs_epoch.png"), ("time", "accuracy_vs_time.png")):
-        fig, axes = plt.subplots(1, len(conditions), figsize=(7 * len(conditions), 4.8), squeeze=False)
-        for ax, condition in zip(axes[0], conditions):
-            ax.set_prop_cycle(color=colours)
-            curves = []
-            for (c, label, fraction), members in sorted(groups.items()):
-                members = [r for r in members if r.metrics]
-                if c != condition or not members:
-                    continue  # runs known only by their aggregates have no curve
-                xs, acc = mean_curve(members, x_axis)
-                curves.append((members[0].selector, xs))
-                style = {"full": "-", "adaptive-random": "--", "random": ":", "glister": "-."}.get(
-                    members[0].selector, "-")
-                legend = f"{short_label(label)} f={fraction:g} (n={len(members)})"
-                line, = ax.plot(xs, [100 * a for a in acc], style, label=legend)
-                if members[0].selector == "full" and x_axis == "time" and xs:
-                    ax.axhline(100 * acc[-1], color=line.get_color(), linewidth=1.2, linestyle=":",
-                               label=f"{legend}: final, at {xs[-1]:.3g} {unit}")
-            right = subset_window(curves) if x_axis == "time" else None
-            if right is not None:
-                ax.set_xlim(0, right)  # full data runs on past the edge; its final accuracy is the dotted line
-            ax.set_title(condition if condition != "-" else "", fontsize=9)
-            ax.set_xlabel("epoch" if x_axis == "epoch" else
-                          f"training time, selection included ({unit})")
-            ax.set_ylabel("test accuracy (%)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
-        fig.set_size_inches(7 * len(conditions), 4.8 + 0.18 * max(len(groups), 1))
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        written.append(out / name)
+        written.append(curve_figure(plt, headline, conditions, x_axis, unit, out / name))
+    if variants:  # each variant beside the shipped selectors' curves of its condition, in a figure of its own
+        default = {key: members for key, members in headline.items() if members[0].selector != "full"}
+        written.append(curve_figure(plt, {**variants, **default}, sorted({c for c, _, _ in variants}), "epoch",
+                                    unit, out / "ablation_vs_epoch.png", ablation=True))
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in sorted({(r["condition"], r["label"]) for r in rows}):
         pts = sorted((r["fraction"], r["epoch_time"]) for r in rows if (r["condition"], r["label"]) == key)

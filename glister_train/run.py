@@ -168,11 +168,11 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
                                 "class_sizes": splits.class_sizes}
     atomic_write_json(run_dir / "summary.json", summary)
     epochs_done = int(checkpoint["totals"]["epochs_done"]) if checkpoint else None
-    tracker = make_tracker(cfg, run_dir, epochs_done=epochs_done, log=log)
-    tracker.log_params({**flatten(cfg), **{f"parent.{k}": v for k, v in (parent or {}).items()}})
     start = time.perf_counter()
-    status = "failed"
-    try:
+    status, tracker = "failed", None
+    try:  # from here on whatever stops the run is written to summary.json, the tracker's construction included
+        tracker = make_tracker(cfg, run_dir, epochs_done=epochs_done, log=log)
+        tracker.log_params({**flatten(cfg), **{f"parent.{k}": v for k, v in (parent or {}).items()}})
         totals = fit(state, run_dir=run_dir, tracker=tracker, log=log)
         status = "completed"
         summary.update(totals, model=str(run_dir / MODEL),
@@ -189,9 +189,10 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
     finally:
         summary.update(status=status, wall_time=time.perf_counter() - start,
                        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        tracker.close(status)
-        if tracker.report():
-            summary["tracking"] = tracker.report()
+        if tracker is not None:
+            tracker.close(status)
+            if tracker.report():
+                summary["tracking"] = tracker.report()
         atomic_write_json(run_dir / "summary.json", summary)
     return summary
 

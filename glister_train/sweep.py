@@ -11,6 +11,8 @@ The grid file (YAML):
 
     preset: cpu-proxy            # applied to every point
     set: {data.dataset: cifar10} # fixed config keys for every point
+    options:                     # a selector's own options for its points only (the others do not read them)
+      glister: {greedy: stochastic}
     grid:                        # the product of these; keys are flags (selector, fraction, select_every,
       selector: [full, adaptive-random, glister]    #  seed, epochs, kappa, lr) or dotted config keys
       fraction: [0.1, 0.3, 0.5]
@@ -55,6 +57,7 @@ from typing import Any
 
 import yaml
 
+from .choices import SELECTOR_NAMES
 from .errors import UsageError
 from .io import TMP_SUFFIX
 
@@ -68,9 +71,13 @@ def read_grid(grid_file: Path) -> dict[str, Any]:
         raise UsageError(f"sweep: grid file {str(grid_file)!r} does not exist")
     try:
         spec = yaml.safe_load(grid_file.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"sweep: {str(grid_file)!r} is not valid YAML ({first})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"sweep: {str(grid_file)!r} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise UsageError(f"sweep: {str(grid_file)!r} is not valid YAML ({getattr(exc, 'problem', None) or 'parse error'}"
+                         f"{at})") from None
     if not isinstance(spec, dict):
         raise UsageError(f"sweep: {str(grid_file)!r} must hold a mapping with 'grid' and/or 'points', "
                          f"not a {type(spec).__name__}")
@@ -82,7 +89,32 @@ def read_grid(grid_file: Path) -> dict[str, Any]:
                          "'- {selector: random, seed: 0}'")
     if not grid and not listed:
         raise UsageError(f"sweep: {str(grid_file)!r} has neither a 'grid' mapping nor a 'points' list")
+    options = spec.get("options") or {}
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise UsageError(f"sweep: {str(grid_file)!r}: 'options' must map a selector to its options, e.g. "
+                         "'glister: {greedy: stochastic}'")
+    unknown = sorted(set(options) - set(SELECTOR_NAMES))
+    if unknown:
+        raise UsageError(f"sweep: {str(grid_file)!r}: options for {unknown[0]!r}, which is not a selector "
+                         f"({', '.join(SELECTOR_NAMES)})")
     return spec
+
+
+def point_selector(point: dict[str, Any], spec: dict[str, Any]) -> str:
+    """The selector a point runs: its own, the file's ``set``, or its preset's."""
+    if "selector" in point:
+        return str(point["selector"])
+    if "selection.selector" in (spec.get("set") or {}):
+        return str(spec["set"]["selection.selector"])
+    from .config import load_preset
+
+    return load_preset(str(spec.get("preset") or "")).selection.selector
+
+
+def selector_options(point: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(``selection.KEY``, value) of the file's ``options`` for the point's selector."""
+    mine = (spec.get("options") or {}).get(point_selector(point, spec)) or {}
+    return [(f"selection.{key}", value) for key, value in mine.items()]
 
 
 def points(grid_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -123,7 +155,7 @@ def command(point: dict[str, Any], spec: dict[str, Any], run_dir: Path, threads:
     cmd = [sys.executable, "-m", "glister_train"]
     if spec.get("preset"):
         cmd += ["--preset", str(spec["preset"])]
-    for key, value in (spec.get("set") or {}).items():
+    for key, value in [*(spec.get("set") or {}).items(), *selector_options(point, spec)]:
         cmd += ["--set", f"{key}={value}"]
     for key, value in point.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)] if key in FLAGS else ["--set", f"{key}={value}"]
@@ -254,7 +286,7 @@ def _launcher_args(point: dict[str, Any], spec: dict[str, Any], launcher_argv: l
     argv = list(launcher_argv)
     if spec.get("preset"):
         argv += ["--preset", str(spec["preset"])]
-    for key, value in (spec.get("set") or {}).items():
+    for key, value in [*(spec.get("set") or {}).items(), *(selector_options(point, spec) if point else [])]:
         argv += ["--hp", f"{key}={value}"]
     for key, value in point.items():
         if key in ("selector", "fraction", "seed", "epochs", "select_every"):

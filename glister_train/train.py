@@ -23,19 +23,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed, warmstart
 from .checkpoint import CHECKPOINT, restore, save_checkpoint
-from .compile.export import require
 from .config import Config, trained_fraction
 from .data import Splits
-from .errors import ConfigError, NonFiniteSelection, TrainingDiverged
+from .errors import NonFiniteSelection, TrainingDiverged
 from .evaluate import evaluate
 from .loader import AdaptiveSubsetLoader
 from .loglines import epoch_line, selection_line
-from .models import build, save_model
+from .models import build, last_layer_parts, save_model
 from .progress import Progress, bar_enabled
 from .prune.capture import CAPTURE_FILE, FilterStats, save_capture
 from .runtime import Runtime, resolve_runtime
-from .selection import SubsetSelector, make_selector
-from .selection.glister import last_layer_parts
+from .selection import Environment, SubsetSelector, make_selector
 from .tracking import Tracker
 
 MODEL = "model.pt"
@@ -47,45 +45,11 @@ def model_arch(cfg: Config, splits: Splits) -> dict[str, Any]:
 
 
 def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelector:
-    s = cfg.selection
-    if s.selector != "glister":
-        return make_selector(s.selector)
-    score_source = s.score_source
-    if score_source == "auto":  # the training pass's records are complete only in one eager process
-        score_source = "training" if s.sampling == "soft" and not (distributed.active() or cfg.runtime.compile) else "pass"
-    if score_source == "training" and (distributed.active() or cfg.runtime.compile):
-        raise ConfigError("selection.score_source: 'training' reads the training pass's features, which it cannot "
-                          "under torchrun (each rank sees its share) or torch.compile; use --set selection.score_source=pass")
-    if s.hard_ratio > 1 and score_source != "training":
-        raise ConfigError(f"selection.hard_ratio: {s.hard_ratio!r} reads the training pass's losses, which this run "
-                          f"does not keep (score_source resolves to {score_source!r}); use --set selection.hard_ratio=1")
-    if s.coverage and s.score_source == "pass":
-        raise ConfigError("selection.coverage: true counts how often the training pass saw each example, which "
-                          "score_source 'pass' does not keep; use --set selection.coverage=false or score_source=auto")
-    # like score_source auto, coverage applies where the training records exist: not under torchrun or torch.compile
-    coverage = s.coverage and score_source == "training"
-    if s.curriculum and score_source != "training":
-        raise ConfigError(f"selection.curriculum: {s.curriculum!r} ranks the training pass's records, which this run "
-                          f"does not keep (score_source resolves to {score_source!r}); use --set selection.curriculum=0")
-    if s.drop_by == "margin" and score_source != "training":
-        raise ConfigError(f"selection.drop_by: 'margin' averages the training pass's margins, which this run does not "
-                          f"keep (score_source resolves to {score_source!r}); use --set selection.drop_by=confidence")
-    if s.backend == "openvino":  # checked now, not at the first selection with the run folder half written
-        if runtime.device.type != "cpu":
-            raise ConfigError(f"selection.backend: 'openvino' runs on the CPU, not on {runtime.device.type}; "
-                              "use --set selection.backend=eager")
-        require("openvino", "compile")
-    return make_selector(
-        "glister", mean=splits.mean, std=splits.std, eta=s.eta or cfg.train.lr, greedy=s.greedy,
-        block_size=s.block_size, epsilon=s.epsilon, per_class=s.per_class, last_layer=s.last_layer,
-        lookahead=s.lookahead, pool_fraction=s.pool_fraction, sampling=s.sampling, temperature=s.temperature,
-        uniform_share=s.uniform_share, drop_share=s.drop_share, drop_negative=s.drop_negative, redraw=s.redraw,
-        center_features=s.center_features, backend=s.backend, score_source=score_source,
-        val_gradient=s.val_gradient, drop_by=s.drop_by, drop_share_auto=s.drop_share_auto,
-        drop_share_scale=s.drop_share_scale, class_budget=s.class_budget,
-        agreement_sample=s.agreement_sample, hard_ratio=s.hard_ratio, coverage=coverage, curriculum=s.curriculum,
-        device=runtime.device, precision=runtime.precision,
-        channels_last=runtime.channels_last, batch_size=runtime.eval_batch(cfg.train.eval_batch_size))
+    """The configured selector with its options, for this run's data and runtime."""
+    env = Environment(mean=splits.mean, std=splits.std, device=runtime.device, precision=runtime.precision,
+                      channels_last=runtime.channels_last, batch_size=runtime.eval_batch(cfg.train.eval_batch_size),
+                      lr=cfg.train.lr, training_visible=not (distributed.active() or cfg.runtime.compile))
+    return make_selector(cfg.selection.selector, cfg.selection.options, env, len(splits.train))
 
 
 def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: bool = True) -> AdaptiveSubsetLoader:
@@ -215,9 +179,9 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
     if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
         # a selection due next epoch reads the validation features from this evaluation instead of a pass of its own
-        keep = loader.wants_val_features(epoch + 1) and not distributed.active()
+        keep = loader.wants_validation(epoch + 1) and not distributed.active()
         metrics.update(evaluate_splits(model, state.splits, state.rt, state.rt.eval_batch(t.eval_batch_size),
-                                       keep_val=(lambda h: loader.offer_val_features(epoch + 1, h)) if keep else None))
+                                       keep_val=loader.offer_validation if keep else None))
         if not math.isfinite(metrics.get("val_loss", 0.0)):  # never keep a checkpoint of a broken model as good
             raise TrainingDiverged(epoch + 1, 0, metrics["val_loss"], "the validation loss")
     metrics.update(epoch_time=epoch_time, epoch_cpu_time=epoch_cpu_time, select_time=select_time,
@@ -258,23 +222,16 @@ def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim
     weight_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
     seen = 0
-    features: dict[str, torch.Tensor] = {}
-    hook = None
-    if loader.wants_records:  # the selector scores from this pass: keep each example's features and logits
-        hook = last_layer_parts(model)[1].register_forward_hook(lambda m, inputs, out: features.update(h=inputs[0]))
-    try:
-        for step, batch in enumerate(loader):
-            loss = train_step(model, batch, opt, rt, epoch, step, progress)
-            if hook is not None:
-                loader.record(batch.idx, features["h"], loss.logits)
-            loss_sum += (loss.losses * batch.w).sum()
-            weight_sum += batch.w.sum()
-            correct += (loss.logits.argmax(1) == batch.y).sum()
-            seen += len(batch.y)
-            progress.update(step + 1, loss.value)
-    finally:
-        if hook is not None:
-            hook.remove()
+    observe = loader.observes_training  # the selector watches this pass: it gets each example's logits
+    for step, batch in enumerate(loader):
+        loss = train_step(model, batch, opt, rt, epoch, step, progress)
+        if observe:
+            loader.observe(batch.idx, batch.y, loss.logits)
+        loss_sum += (loss.losses * batch.w).sum()
+        weight_sum += batch.w.sum()
+        correct += (loss.logits.argmax(1) == batch.y).sum()
+        seen += len(batch.y)
+        progress.update(step + 1, loss.value)
     progress.close()
     loss_sum, weight_sum, correct, seen = distributed.all_sum([float(loss_sum), float(weight_sum), float(correct), seen])
     return loss_sum / weight_sum, correct / seen

@@ -10,34 +10,35 @@ spec = importlib.util.spec_from_file_location("claim_table", SCRIPT)
 claim_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(claim_table)
 
-HEADER = "| configuration | clean, 30%: seed 0 / 1 / 2 (mean ± std) |"
+def test_replace_between_swaps_only_its_block():
+    readme = "# Title\n\n<!-- claim-table -->\n| old | table |\n<!-- /claim-table -->\n\ntext after\n"
+    out = claim_table.replace_between(readme, "claim-table", "| new | table |")
+    assert out == "# Title\n\n<!-- claim-table -->\n| new | table |\n<!-- /claim-table -->\n\ntext after\n"
 
 
-def test_replace_table_swaps_only_the_claim_table():
-    readme = "\n".join(["# Title", "", HEADER, "|---|---|", "| full data | 1 |", "", "text after",
-                        "", "| other | table |", "|---|---|"])
-    new = "\n".join([HEADER, "|---|---|", "| full data | 2 |", "| random | 3 |"])
-    out = claim_table.replace_table(readme, new).split("\n")
-    assert out[:2] == ["# Title", ""]
-    assert out[2:6] == new.split("\n")
-    assert out[6:] == ["", "text after", "", "| other | table |", "|---|---|"]
+def test_replace_between_refuses_a_file_without_the_markers():
+    with pytest.raises(SystemExit, match="no '<!-- claim-table -->'"):
+        claim_table.replace_between("# Title\n\n| other | table |\n", "claim-table", "| new |")
 
 
-def test_replace_table_refuses_a_file_without_the_table():
-    with pytest.raises(SystemExit, match="no claim table"):
-        claim_table.replace_table("# Title\n\n| other | table |\n", HEADER + "\n|---|---|")
-
-
-def _glister(**selection):
-    base = {"selector": "glister", "sampling": "soft", "temperature": float("inf"), "agreement_sample": 1000,
-            "class_budget": "size"}
+def _old_default(**selection):
+    """A config.yaml's selection as the default wrote it before the selectors owned their options."""
+    base = {"selector": "glister", "fraction": 0.3, "select_every": 3, "sampling": "soft", "temperature": float("inf"),
+            "score_source": "auto", "drop_by": "confidence", "drop_share_auto": True, "agreement_sample": 1000,
+            "class_budget": "val_share", "drop_share_scale": 1.0, "coverage": False, "hard_ratio": 1.0}
     return {"selection": {**base, **selection}}
 
 
-def test_rows_name_the_quotas_a_run_used():
-    """The default row is the val_share filter alone; a stricter filter on val_share quotas is not the default."""
-    assert claim_table.configuration(_glister(class_budget="val_share")) == claim_table.ROWS[13]
-    assert claim_table.configuration(_glister()) == claim_table.ROWS[7]
-    strict = claim_table.configuration(_glister(class_budget="val_share", drop_share_scale=1.5))
-    assert strict == f"{claim_table.ROWS[10]}: 1.5, `class_budget: val_share`"
-    assert claim_table.configuration(_glister(drop_by="margin")) == claim_table.ROWS[9]
+def test_rows_name_what_a_run_ran_old_folders_and_new_alike():
+    assert claim_table.method(_old_default()) == claim_table.DEFAULT
+    assert claim_table.method({"selection": {"selector": "filtered-random", "class_budget": "val_share"}}) == \
+        claim_table.DEFAULT
+    assert claim_table.method(_old_default(class_budget="size")) == claim_table.SAME_ON_CLEAN
+    assert claim_table.method(_old_default(coverage=True)) == f"{claim_table.DEFAULT} + coverage: True (retired)"
+    assert claim_table.method(_old_default(drop_by="margin")) == f"{claim_table.DEFAULT} + rank_by: margin"
+    assert claim_table.method(_old_default(class_budget="val_loss")) == \
+        f"{claim_table.DEFAULT} + class_budget: val_loss (retired)"
+    greedy = {"selection": {"selector": "glister", "sampling": "greedy", "greedy": "batched", "class_budget": "size"}}
+    assert claim_table.method(greedy) == claim_table.GLISTER
+    assert claim_table.method({"selection": {"selector": "adaptive-random", "select_every": 1}}) == \
+        "adaptive random, R = 1"

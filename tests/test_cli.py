@@ -21,6 +21,7 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           timeout=300, env=env, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_smoke_preset_end_to_end(npz_dir: Path, tmp_path: Path):
     run = tmp_path / "run"
     done = cli("--preset", "smoke", "--fraction", "0.3", "--dataset", "npz", "--data-dir", str(npz_dir),
@@ -36,12 +37,14 @@ def test_smoke_preset_end_to_end(npz_dir: Path, tmp_path: Path):
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
+@pytest.mark.slow
 def test_print_config_shows_the_resolved_values():
     done = cli("--preset", "cpu-proxy", "--fraction", "0.3", "--print-config")
     assert done.returncode == 0, done.stderr
     assert "fraction: 0.3" in done.stdout and "width: 16" in done.stdout
 
 
+@pytest.mark.slow
 def test_resume_continues_a_run(npz_dir: Path, tmp_path: Path):
     run = tmp_path / "run"
     common = ("--preset", "smoke", "--dataset", "npz", "--data-dir", str(npz_dir), "--set", "model.name=tiny")
@@ -67,8 +70,11 @@ def test_resume_continues_a_run(npz_dir: Path, tmp_path: Path):
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
     (["--set", "data.label_noise=1.5"], "data.label_noise: 1.5 is invalid"),
     (["--set", "train.weight_decay=inf"], "train.weight_decay: inf is invalid"),
-    (["--set", "selection.sampling=top"], "selection.sampling: 'top' is not one of"),
+    (["--selector", "glister", "--set", "selection.sampling=top"], "selection.sampling: 'top' is invalid; it must be one of"),
+    (["--set", "selection.eta=0.1"], "selection.eta: not an option of the filtered-random selector (its options: "
+                                     "class_budget, agreement_sample, drop_share_scale, rank_by)"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_non_zero_with_a_message(npz_dir: Path, tmp_path: Path, args, message):
     run = tmp_path / "run"
     done = cli("--preset", "smoke", "--dataset", "npz", "--data-dir", str(npz_dir), "--out", str(run), *args)
@@ -77,6 +83,7 @@ def test_bad_input_exits_non_zero_with_a_message(npz_dir: Path, tmp_path: Path, 
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_missing_dataset_leaves_no_run_folder(tmp_path: Path):
     run = tmp_path / "run"
     done = cli("--preset", "smoke", "--data-dir", str(tmp_path / "nothing"), "--set", "data.download=false",
@@ -86,6 +93,7 @@ def test_missing_dataset_leaves_no_run_folder(tmp_path: Path):
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_bad_labels_and_empty_image_folders(tmp_path: Path):
     write_npz(tmp_path / "d", classes=4)
     done = cli("--preset", "smoke", "--dataset", "npz", "--data-dir", str(tmp_path / "d"),
@@ -96,6 +104,7 @@ def test_bad_labels_and_empty_image_folders(tmp_path: Path):
     assert done.returncode == 2 and "holds no images" in done.stderr
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_on_resume(npz_dir: Path, tmp_path: Path):
     run = tmp_path / "run"
     assert cli("--preset", "smoke", "--dataset", "npz", "--data-dir", str(npz_dir), "--set", "model.name=tiny",
@@ -105,6 +114,7 @@ def test_corrupt_checkpoint_on_resume(npz_dir: Path, tmp_path: Path):
     assert done.returncode == 2 and "corrupt, truncated" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_nan_loss_exits_1_naming_epoch_and_step(npz_dir: Path, tmp_path: Path):
     run = tmp_path / "run"
     done = cli("--preset", "smoke", "--dataset", "npz", "--data-dir", str(npz_dir), "--set", "model.name=tiny",

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
 from glister_train.compat.cords import GLISTERDataLoader, check_dss_args
-from glister_train.selection.glister import budget_quotas
+from glister_train.selection.quotas import budget_quotas
 
 
 class CordsNet(nn.Module):

@@ -85,12 +85,19 @@ def test_unknown_preset_lists_the_available_ones():
                                     r"quote the word"),
     (["--set", "run.progress='off'"], r"run.progress: 'off' is not one of"),
     (["--set", "data.imbalance=0.5"], r"data.imbalance: 0.5 is invalid; it must be >= 1"),
-    (["--set", "selection.drop_share_scale=0"], r"selection.drop_share_scale: 0.0 is invalid; it must be > 0"),
-    (["--set", "selection.hard_ratio=0.5"], r"selection.hard_ratio: 0.5 is invalid; it must be >= 1"),
-    (["--set", "selection.hard_ratio=2", "--set", "selection.temperature=1"], r"selection.hard_ratio: 2.0 is invalid"),
-    (["--set", "selection.coverage=true", "--set", "selection.temperature=1"], r"selection.coverage: True is invalid"),
-    (["--set", "selection.curriculum=1.5"], r"selection.curriculum: 1.5 is invalid; it must be a share of the epochs"),
-    (["--set", "selection.curriculum=0.3", "--set", "selection.drop_by=gain"], r"selection.curriculum: 0.3 is invalid"),
+    (["--set", "selection.drop_share_scale=0"], r"selection.drop_share_scale: 0.0 is invalid; it must be a positive"),
+    (["--set", "selection.drop_share_scale=inf"], r"selection.drop_share_scale: inf is invalid"),
+    (["--set", "selection.agreement_sample=2.5"], r"selection.agreement_sample: expected an integer, got 2.5"),
+    (["--set", "selection.eta=0.1"], r"selection.eta: not an option of the filtered-random selector \(its options: "
+                                     r"class_budget, agreement_sample, drop_share_scale, rank_by\)"),
+    (["--set", "selection.hard_ratio=2"], r"selection.hard_ratio: not an option of the filtered-random selector"),
+    (["--selector", "random", "--set", "selection.rank_by=margin"], r"selection.rank_by: not an option of the random "
+                                                                      r"selector \(its options: none\)"),
+    (["--selector", "glister", "--set", "selection.temperature=0.5"], r"selection.temperature: 0.5 applies to "
+                                                                         r"sampling: soft, not greedy"),
+    (["--selector", "glister", "--set", "selection.greedy=fast"], r"selection.greedy: 'fast' is invalid; it must be "
+                                                                     r"one of naive, stochastic, batched"),
+    (["--set", "selection.fracton=0.3"], r"did you mean selection.fraction"),
 ])
 def test_bad_values_name_the_key_and_the_rule(argv, message):
     with pytest.raises(ConfigError, match=message):
@@ -113,17 +120,41 @@ def test_presets_are_found_in_an_installed_package(tmp_path, monkeypatch):
     assert C.load_preset("smoke").train.epochs == 2
 
 
-def test_a_run_written_before_a_key_existed_reads_back_as_it_ran(tmp_path: Path):
-    """Keys added later default (in the dataclass) to the behaviour runs had before them; base.yaml may differ."""
-    cfg = C.to_dict(resolve("--preset", "smoke"))
-    for key in ("agreement_sample", "first_subset", "class_budget", "drop_share_scale"):
-        del cfg["selection"][key]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    old = C.load_file(tmp_path / "config.yaml")
-    assert old.selection.agreement_sample == 0 and old.selection.first_subset == "auto"
-    assert old.selection.class_budget == "size" and old.selection.drop_share_scale == 1.0
-    new = resolve("--preset", "smoke").selection  # new runs: base.yaml
-    assert new.agreement_sample == 1000 and new.class_budget == "val_share"
+def test_the_selectors_options_are_written_beside_the_schedule_and_read_back():
+    cfg = resolve("--selector", "glister", "--set", "selection.greedy=stochastic")
+    assert cfg.selection.options["greedy"] == "stochastic" and cfg.selection.options["eta"] == 0.0  # completed
+    flat = C.flatten(cfg)
+    assert flat["selection.greedy"] == "stochastic" and "selection.options" not in flat
+    assert C.validate(C.merge(C.Config(), C.to_dict(cfg))) == cfg
+    default = resolve().selection
+    assert default.selector == "filtered-random" and default.options == {
+        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "rank_by": "confidence"}
+
+
+def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp_path: Path):
+    old = {"selection": {"selector": "glister", "fraction": 0.3, "sampling": "soft", "temperature": float("inf"),
+                         "score_source": "auto", "drop_by": "confidence", "class_budget": "val_share"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match="written before the selection options were split .* cannot be resumed"):
+        C.load_file(tmp_path / "config.yaml")
+
+
+def test_retired_settings_translate_to_what_the_run_ran():
+    from glister_train.retired import translate
+
+    base = {"selector": "glister", "fraction": 0.3, "select_every": 3, "sampling": "soft", "temperature": float("inf"),
+            "score_source": "auto", "drop_by": "confidence", "drop_share_auto": True, "agreement_sample": 1000,
+            "class_budget": "val_share", "drop_share_scale": 1.0, "coverage": False, "hard_ratio": 1.0}
+    new, retired = translate({"selection": base})
+    assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "select_every": 3,
+                                "class_budget": "val_share", "drop_share_scale": 1.0, "rank_by": "confidence",
+                                "agreement_sample": 1000} and retired == {}
+    _, retired = translate({"selection": {**base, "coverage": True, "agreement_sample": 0}})
+    assert retired == {"coverage": True, "agreement_sample": 0}
+    new, _ = translate({"selection": {**base, "sampling": "greedy", "greedy": "batched", "lookahead": "sum"}})
+    assert new["selection"]["selector"] == "glister" and new["selection"]["greedy"] == "batched"
+    new, retired = translate({"selection": {**base, "selector": "adaptive-random", "coverage": True}})
+    assert new["selection"] == {"selector": "adaptive-random", "fraction": 0.3, "select_every": 3} and retired == {}
 
 
 def test_every_package_folder_ships_in_the_wheel():

@@ -43,9 +43,8 @@ def torchrun(*args: str, script: Path | None = None, check: bool = True) -> subp
 def config_file(tmp_path: Path, data: Path, **sections) -> Path:
     from glister_train import config as C
 
-    # score_source pass: one process would otherwise score from its training pass (auto), which torchrun cannot
-    cfg = tiny_config(data, train={"epochs": 3}, selection={"selector": "glister", "fraction": 0.5, "select_every": 1,
-                                                            "score_source": "pass"}, **sections)
+    cfg = tiny_config(data, train={"epochs": 3}, selection={"selector": "glister", "fraction": 0.5, "select_every": 1},
+                      **sections)
     path = tmp_path / "cfg.yaml"
     path.write_text(C.to_yaml(cfg))
     return path
@@ -63,6 +62,7 @@ def max_difference(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.integration  # torchrun
 def test_two_processes_match_one(npz_dir: Path, tmp_path: Path):
     cfg = config_file(tmp_path, npz_dir)
@@ -226,6 +226,7 @@ def test_init_from_errors_name_the_problem(npz_dir: Path, tmp_path: Path):
                   tmp_path / "c", log=quiet)
 
 
+@pytest.mark.slow
 def test_cli_flags_for_warm_starts(npz_dir: Path, tmp_path: Path, capsys):
     parent = parent_run(npz_dir, tmp_path)
     out = tmp_path / "child"

@@ -133,47 +133,42 @@ def test_state_dict_round_trip_restores_schedule_and_streams():
     assert all(torch.equal(x.x, y.x) for x, y in zip(a, b))
 
 
-class RecordsSpy(Spy):
-    """A selector that reads the training records and draws again every epoch; it keeps the progress it is given."""
+class WatchingSpy(Spy):
+    """A selector that watches the training pass and the validation features through the contract, and keeps
+    what it saw in its state."""
 
-    score_source = "training"
+    observes_training = True
     redraws = True
 
     def __init__(self) -> None:
         super().__init__()
-        self.progress: list[tuple[str, float]] = []
+        self.seen: list[tuple[list[int], list[int]]] = []
+        self.validation: torch.Tensor | None = None
 
-    def select_from_records(self, model, train, val, budget, records, *, generator, val_known=None, progress=1.0):
-        self.progress.append(("select", progress))
-        return Selection.uniform(torch.arange(budget), {"scores": torch.zeros(1)})
+    def observe(self, indices, labels, logits):
+        self.seen.append((indices.tolist(), labels.tolist()))
 
-    def redraw(self, cache, train, budget, *, generator, records=None, progress=1.0):
-        self.progress.append(("redraw", progress))
+    def observe_validation(self, features):
+        self.validation = features
+
+    def redraw(self, cache, train, budget, *, generator):
         return Selection.uniform(torch.arange(budget), cache)
 
+    def state_dict(self):
+        return {"seen": list(self.seen), "validation": self.validation}
 
-def test_selectors_that_read_the_records_are_told_how_far_the_run_is():
-    spy = RecordsSpy()
-    loader = make(spy, epochs=10, every=3)
-    for epoch in range(5):
-        loader.reselect_if_due(epoch, model=None)
-    # epochs 0-2 are random subsets (no scores yet), epoch 3 a selection, epoch 4 a redraw from its scores
-    assert spy.progress == [("select", 0.3), ("redraw", 0.4)]
+    def load_state_dict(self, state):
+        self.seen, self.validation = state["seen"], state["validation"]
 
 
-def test_records_add_up_each_examples_margin_over_every_pass():
-    spy = Spy()
-    spy.drop_by = "margin"  # margins are kept only for a selector that ranks by them
-    loader = make(spy, n=10)  # labels are arange(10) % 5
-    idx = torch.tensor([0, 6])  # labels 0 and 1
-    first = torch.tensor([[3.0, 1.0, 0.0, 0.0, 0.0], [2.0, 0.5, 0.0, 0.0, 0.0]])
-    loader.record(idx, torch.zeros(2, 4), first)  # margins 3 - 1 = 2 and 0.5 - 2 = -1.5
-    second = torch.tensor([[0.0, 0.0, 4.0, 0.0, 0.0], [0.0, 5.0, 1.0, 0.0, 0.0]])
-    loader.record(idx, torch.zeros(2, 4), second)  # margins 0 - 4 = -4 and 5 - 1 = 4
-    r = loader.records
-    assert r["margin_sum"][idx].tolist() == [-2.0, 2.5] and r["times_seen"][idx].tolist() == [2, 2]
-    assert torch.equal(r["logits"][idx], second)  # the logits are the latest pass's
-    assert int(r["times_seen"].sum()) == 4 and not bool(r["seen"][1])
+def test_the_loader_hands_the_selector_what_it_watches_and_checkpoints_it():
+    spy = WatchingSpy()
+    loader = make(spy, n=10, every=3)
+    assert loader.observes_training and loader.wants_validation(0)
+    loader.observe(torch.tensor([0, 6]), torch.tensor([0, 1]), torch.zeros(2, 5))
+    loader.offer_validation(torch.ones(3, 4))
+    restored = make(WatchingSpy(), n=10, every=3)
+    restored.load_state_dict(loader.state_dict())
+    assert restored.selector.seen == [([0, 6], [0, 1])] and torch.equal(restored.selector.validation, torch.ones(3, 4))
     plain = make(Spy(), n=10)
-    plain.record(idx, torch.zeros(2, 4), first)
-    assert "margin_sum" not in plain.records and plain.records["times_seen"][idx].tolist() == [1, 1]
+    assert not plain.observes_training and not plain.wants_validation(0)

@@ -53,11 +53,13 @@ def test_train_prune_compile_in_one_command(npz_dir: Path, tmp_path: Path, capsy
     (["--then", "prune", "--run", "x"], "--run is set by the pipeline"),
     (["--then", "quantize"], "--then quantize"),
     (["--then", "compile", "--backend", "nosuch"], "unknown backend nosuch"),
+    (["--then", "prune", "--amont", "0.3"], "--then prune: unrecognized arguments: --amont 0.3"),
 ])
 def test_a_bad_stage_option_fails_before_training(npz_dir: Path, tmp_path: Path, capsys, stages, message):
     run = tmp_path / "run"
     assert main(tiny_args(npz_dir, run) + stages) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err  # one line, not argparse's usage
     assert not run.exists()
 
 

@@ -260,6 +260,7 @@ def test_training_captures_the_last_epochs_and_survives_resume(npz_dir: Path, tm
         assert torch.allclose(resumed["filters"][conv]["taylor"], stats["taylor"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_prune_command_end_to_end(npz_dir: Path, tmp_path: Path, capsys):
     run = tmp_path / "run"
     train_run(tiny_config(npz_dir, train={"epochs": 2, "capture_epochs": 1}), run, log=quiet)
@@ -314,6 +315,7 @@ def test_prune_is_a_plain_function(npz_dir: Path, tmp_path: Path):
         PruneOptions(round_to=0)
 
 
+@pytest.mark.slow
 def test_iterative_pruning_from_the_command_line(npz_dir: Path, tmp_path: Path):
     run = tmp_path / "run"
     train_run(tiny_config(npz_dir, train={"epochs": 1}), run, log=quiet)
@@ -325,6 +327,7 @@ def test_iterative_pruning_from_the_command_line(npz_dir: Path, tmp_path: Path):
     assert conv_widths(load_model(out / "finetune-1" / "model.pt")[0]) == {"conv1": 3, "conv2": 6}
 
 
+@pytest.mark.slow
 def test_an_interrupted_fine_tune_resumes_from_its_own_folder(npz_dir: Path, tmp_path: Path, monkeypatch):
     """The fine-tune folder describes its run fully (the pruned model through model.init_from), so
     ``--resume --out OUT/finetune`` rebuilds the pruned widths and ends where an uninterrupted prune ends."""

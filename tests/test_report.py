@@ -112,28 +112,30 @@ def test_runs_are_grouped_by_condition_and_labelled_by_what_differs():
 
     runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.6], **{"selection.select_every": 3}),
             _hand_run("adaptive-random", 0, [1, 1], [0.5, 0.65], **{"selection.select_every": 1}),
-            _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3, "selection.sampling": "greedy"}),
+            _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3, "selection.sampling": "soft"}),
             _hand_run("adaptive-random", 0, [1, 1], [0.4, 0.5], **{"selection.select_every": 1,
                                                                    "data.label_noise": 0.4})]
     rows = table(runs)
     assert {(r["condition"], r["label"]) for r in rows} == {
         ("label_noise=0.0", "adaptive-random select_every=3"), ("label_noise=0.0", "adaptive-random select_every=1"),
-        ("label_noise=0.0", "glister sampling=greedy select_every=3"),
+        ("label_noise=0.0", "glister sampling=soft select_every=3"),
         ("label_noise=0.4", "adaptive-random select_every=1")}
-    soft = next(r for r in rows if r["label"] == "glister sampling=greedy select_every=3")
+    soft = next(r for r in rows if r["label"] == "glister sampling=soft select_every=3")
     # compared with the better of random's two schedules, in its own condition only
     assert soft["random_label"] == "adaptive-random select_every=1"
     assert soft["vs_adaptive_random"] == pytest.approx(0.64 - 0.65)
 
 
-def test_a_glister_option_does_not_split_a_random_baselines_seeds():
-    """Adaptive random's seeds written before and after a glister default changed are one group."""
+def test_a_selectors_option_does_not_split_another_selectors_seeds():
+    """An option of one selector present in another's config (an old folder, a hand-made one) does not split the
+    other's seeds; for its own selector it names a group."""
     from glister_train.report import table
 
     runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.6], **{"selection.select_every": 1}),
             _hand_run("adaptive-random", 1, [1, 1], [0.5, 0.7], **{"selection.select_every": 1,
                                                                    "selection.class_budget": "val_share"}),
-            _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3}),
+            _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3,
+                                                            "selection.class_budget": "size"}),
             _hand_run("glister", 0, [1, 1], [0.5, 0.62], **{"selection.select_every": 3,
                                                             "selection.class_budget": "val_share"})]
     rows = table(runs)
@@ -148,7 +150,7 @@ def test_random_baselines_best_schedule_is_chosen_on_validation_not_test():
 
     runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.60], val_acc=0.62, **{"selection.select_every": 3}),
             _hand_run("adaptive-random", 0, [1, 1], [0.5, 0.65], val_acc=0.58, **{"selection.select_every": 1}),
-            _hand_run("glister", 0, [1, 1], [0.5, 0.63], **{"selection.select_every": 3, "selection.sampling": "greedy"})]
+            _hand_run("glister", 0, [1, 1], [0.5, 0.63], **{"selection.select_every": 3, "selection.sampling": "soft"})]
     soft = next(r for r in table(runs) if r["selector"] == "glister")
     assert soft["random_label"] == "adaptive-random select_every=3"
     assert soft["vs_adaptive_random"] == pytest.approx(0.63 - 0.60)
@@ -235,3 +237,31 @@ def test_the_time_axis_ends_near_the_subset_runs_when_full_data_runs_far_longer(
     assert subset_window(subset + [("full", [3.0, 18.0])]) is None  # within 1.3x: everything is shown
     assert subset_window(subset) is None
     assert subset_window([("full", [1.0, 45.0])]) is None
+
+
+def test_a_bad_folder_is_skipped_with_a_warning_and_the_rest_reported(npz_dir: Path, tmp_path: Path, capsys):
+    import shutil
+
+    from glister_train.report import report_main
+    from glister_train.run import train_run
+
+    from .conftest import tiny_config
+
+    good = tmp_path / "runs" / "good"
+    train_run(tiny_config(npz_dir, train={"epochs": 1}), good, log=lambda _: None)
+    breakages = {"latin1": lambda d: (d / "summary.json").write_bytes(b"\xff\xfe{"),
+                 "a_list": lambda d: (d / "summary.json").write_text("[1, 2]"),
+                 "no_metrics": lambda d: (d / "metrics.jsonl").write_text(""),
+                 "garbled_metrics": lambda d: (d / "metrics.jsonl").write_text("{not json\n"),
+                 "text_accuracy": lambda d: (d / "summary.json").write_text(json.dumps(
+                     {**json.loads((good / "summary.json").read_text()), "final_test_acc": "high"})),
+                 "bad_config": lambda d: (d / "config.yaml").write_text("selection: [1\n")}
+    for name, breakage in breakages.items():
+        shutil.copytree(good, tmp_path / "runs" / name)
+        breakage(tmp_path / "runs" / name)
+    assert report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert all(f"skipped {tmp_path / 'runs' / name}:" in err for name in breakages), err
+    assert len(err.strip().splitlines()) == len(breakages)
+    reported = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [r["seeds"] for r in reported["rows"]] == [[0]]  # the good run alone

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 
 def sweep_module():
     from glister_train import sweep
@@ -25,6 +27,7 @@ grid:
     return path
 
 
+@pytest.mark.slow
 def test_sweep_runs_skips_and_resumes(npz_dir: Path, tmp_path: Path, capsys):
     sweep = sweep_module()
     grid, out = grid_file(tmp_path, npz_dir), tmp_path / "sweep"
@@ -54,8 +57,6 @@ def test_sweep_runs_skips_and_resumes(npz_dir: Path, tmp_path: Path, capsys):
 
 
 def test_a_point_without_a_folder_name_is_refused_and_nothing_is_removed(npz_dir: Path, tmp_path: Path):
-    import pytest
-
     from glister_train.errors import UsageError
 
     sweep = sweep_module()
@@ -71,6 +72,7 @@ def test_a_point_without_a_folder_name_is_refused_and_nothing_is_removed(npz_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "g.yaml", "sw"]
 
 
+@pytest.mark.slow
 def test_a_folder_holding_other_files_is_neither_cleared_nor_written(npz_dir: Path, tmp_path: Path, capsys):
     sweep = sweep_module()
     out = tmp_path / "sw"
@@ -85,8 +87,6 @@ def test_a_folder_holding_other_files_is_neither_cleared_nor_written(npz_dir: Pa
 
 
 def test_jobs_and_threads_must_be_positive(tmp_path: Path):
-    import pytest
-
     from glister_train.errors import UsageError
 
     grid = tmp_path / "g.yaml"
@@ -98,8 +98,6 @@ def test_jobs_and_threads_must_be_positive(tmp_path: Path):
 
 
 def test_bad_grid_files_are_one_line_errors(tmp_path: Path):
-    import pytest
-
     from glister_train.errors import UsageError
 
     cases = {"missing.yaml": None, "bad.yaml": "grid: [1, 2\n", "list.yaml": "- 1\n- 2\n", "five.yaml": "grid: 5\n",
@@ -111,3 +109,18 @@ def test_bad_grid_files_are_one_line_errors(tmp_path: Path):
         with pytest.raises(UsageError):
             sweep_module().main([str(tmp_path / name), "--out", str(tmp_path / "sw"), "--dry-run"])
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_a_selectors_shared_options_reach_its_points_only(tmp_path: Path):
+    sweep = sweep_module()
+    grid = tmp_path / "g.yaml"
+    grid.write_text("preset: smoke\noptions:\n  glister: {greedy: stochastic}\npoints:\n"
+                    "  - {selector: glister, seed: 0}\n  - {selector: adaptive-random, seed: 0}\n  - {seed: 1}\n")
+    todo, spec = sweep.points(grid)
+    commands = [" ".join(sweep.command(p, spec, tmp_path / "r", 1, [])) for p in todo]
+    assert ["selection.greedy=stochastic" in c for c in commands] == [True, False, False]  # seed 1: the default
+    grid.write_text("options:\n  best: {greedy: stochastic}\npoints:\n  - {seed: 0}\n")
+    from glister_train.errors import UsageError
+
+    with pytest.raises(UsageError, match="options for 'best', which is not a selector"):
+        sweep.points(grid)

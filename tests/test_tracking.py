@@ -92,9 +92,10 @@ def test_a_hanging_tracker_never_blocks_the_training_thread():
     t.log_params({"a": 1})
     for step in range(1, 200):
         t.log_metrics({"loss": 1.0}, step=step)
-    assert time.perf_counter() - start < 0.1  # the calls only queue
+    # a blocking call would take the remote's 2 s: the bounds hold that apart from a loaded machine's jitter
+    assert time.perf_counter() - start < remote.seconds / 2  # the calls only queue
     t.close()
-    assert time.perf_counter() - start < 1.0  # close waits at most close_timeout
+    assert time.perf_counter() - start < remote.seconds * 0.9  # close waits at most close_timeout (0.5 s)
     report = t.report()
     assert not report["delivered"] and report["undelivered_metric_steps"] == 199 and remote.calls == 1
 

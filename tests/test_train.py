@@ -55,16 +55,15 @@ def test_run_folder_contents(npz_dir: Path, tmp_path: Path):
     assert model(torch.zeros(1, 3, 12, 12)).shape == (1, 4)
 
 
-SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "redraw": True, "select_every": 2, "score_source": "pass"}
-FROM_TRAINING = {"selector": "glister", "sampling": "soft", "score_source": "training", "select_every": 2,
-                 "center_features": True}
+SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "select_every": 2}
+FROM_TRAINING = {"selector": "filtered-random", "select_every": 2, "rank_by": "margin"}
 
 
 MATCHED_WARM = {"select_every": 2, "kappa": 0.6, "kappa_matched": True}  # 5 epochs: 0-1 full, 2 skipped, then 0.5
 
 
 @pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING, MATCHED_WARM],
-                         ids=["adaptive-random", "glister-redraw", "glister-from-training", "matched-warm-start"])
+                         ids=["adaptive-random", "glister-soft-redraw", "filtered-random", "matched-warm-start"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path, selection):
     cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=selection)
     full = train_run(cfg, tmp_path / "full", log=quiet)
@@ -209,7 +208,7 @@ def test_soft_glister_redraws_every_epoch_and_scores_every_r(npz_dir: Path, tmp_
     assert "select_forward_time" not in rows[3] and rows[3]["select_time"] < rows[2]["select_time"]
 
 
-def test_scores_from_the_training_pass_cost_only_the_validation_pass(npz_dir: Path, tmp_path: Path):
+def test_the_default_reads_the_training_pass_and_runs_only_small_passes(npz_dir: Path, tmp_path: Path):
     cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=FROM_TRAINING)
     train_run(cfg, tmp_path / "run", log=quiet)
     rows = read_metrics(tmp_path / "run")
@@ -221,7 +220,7 @@ def test_scores_from_the_training_pass_cost_only_the_validation_pass(npz_dir: Pa
     assert all(r["subset_size"] == rows[0]["subset_size"] for r in rows)
 
 
-@pytest.mark.parametrize("selection", [SOFT_REDRAW, FROM_TRAINING], ids=["pass", "from-training"])
+@pytest.mark.parametrize("selection", [SOFT_REDRAW, FROM_TRAINING], ids=["glister-soft", "filtered-random"])
 def test_a_selection_reads_the_validation_features_the_evaluation_just_computed(npz_dir: Path, tmp_path: Path,
                                                                                selection):
     # evaluating every epoch, each scored selection finds the validation features of the same weights ready;
@@ -263,51 +262,14 @@ def test_glister_trains_on_a_gpu(npz_dir: Path, tmp_path: Path):
     assert summary["status"] == "completed" and summary["provenance"]["device"].startswith("cuda")
 
 
-def test_score_source_auto_reads_the_training_pass_in_one_process(npz_dir: Path):
+def test_the_default_ranks_its_own_pass_where_the_loop_cannot_show_it_training(npz_dir: Path, tmp_path: Path):
+    """Under torch.compile (as under torchrun) the hook on the last layer does not run: the default then runs the
+    pool through the model at each selection instead of watching the training pass, and still trains."""
     from glister_train.runtime import resolve_runtime
     from glister_train.train import selector_for
 
     splits = load_splits(tiny_config(npz_dir).data)
-    soft = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "score_source": "auto"})
-    assert selector_for(soft, splits, resolve_runtime(soft.runtime)).score_source == "training"
-    greedy = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "greedy", "score_source": "auto"})
-    assert selector_for(greedy, splits, resolve_runtime(greedy.runtime)).score_source == "pass"
-    compiled = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "score_source": "auto"},
-                           runtime={"compile": True})
-    assert selector_for(compiled, splits, resolve_runtime(compiled.runtime)).score_source == "pass"
-
-
-@pytest.mark.parametrize("option", [{"drop_by": "margin"}, {"hard_ratio": 2.0}, {"curriculum": 0.3}],
-                         ids=["margin", "hard_ratio", "curriculum"])
-def test_options_that_read_the_training_records_refuse_a_run_without_them(npz_dir: Path, option):
-    from glister_train.errors import ConfigError
-    from glister_train.runtime import resolve_runtime
-    from glister_train.train import selector_for
-
-    splits = load_splits(tiny_config(npz_dir).data)
-    cfg = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "temperature": float("inf"),
-                                          "score_source": "auto", **option}, runtime={"compile": True})
-    with pytest.raises(ConfigError, match=f"selection.{next(iter(option))}.*score_source resolves to 'pass'"):
-        selector_for(cfg, splits, resolve_runtime(cfg.runtime))
-    cfg = tiny_config(npz_dir, selection={"selector": "glister", "sampling": "soft", "temperature": float("inf"),
-                                          "score_source": "auto", **option})
-    assert selector_for(cfg, splits, resolve_runtime(cfg.runtime)).score_source == "training"
-
-
-def test_coverage_applies_where_the_training_records_exist(npz_dir: Path):
-    """coverage follows score_source auto: on in one eager process, off under torch.compile (no records there),
-    and refused with score_source pass set explicitly."""
-    from glister_train.errors import ConfigError
-    from glister_train.runtime import resolve_runtime
-    from glister_train.train import selector_for
-
-    splits = load_splits(tiny_config(npz_dir).data)
-    options = {"selector": "glister", "sampling": "soft", "temperature": float("inf"), "coverage": True}
-    eager = tiny_config(npz_dir, selection={**options, "score_source": "auto"})
-    assert selector_for(eager, splits, resolve_runtime(eager.runtime)).coverage
-    compiled = tiny_config(npz_dir, selection={**options, "score_source": "auto"}, runtime={"compile": True})
-    selector = selector_for(compiled, splits, resolve_runtime(compiled.runtime))
-    assert selector.score_source == "pass" and not selector.coverage
-    explicit = tiny_config(npz_dir, selection={**options, "score_source": "pass"})
-    with pytest.raises(ConfigError, match="selection.coverage: true .* score_source 'pass'"):
-        selector_for(explicit, splits, resolve_runtime(explicit.runtime))
+    eager = tiny_config(npz_dir, selection={"selector": "filtered-random"})
+    assert selector_for(eager, splits, resolve_runtime(eager.runtime)).observes_training
+    compiled = tiny_config(npz_dir, selection={"selector": "filtered-random"}, runtime={"compile": True})
+    assert not selector_for(compiled, splits, resolve_runtime(compiled.runtime)).observes_training

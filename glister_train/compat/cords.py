@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..selection.glister import LastLayerProblem, budget_quotas, greedy
+from ..selection.glister import LastLayerProblem, greedy
+from ..selection.quotas import budget_quotas
 
 REQUIRED = ("model", "loss", "eta", "num_classes", "linear_layer", "selection_type", "greedy", "fraction",
             "select_every", "kappa", "device")

@@ -27,7 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data import ImageData, normalize
-from ..io import atomic_torch_save
+from ..errors import UsageError
+from ..io import UnreadableTorchFile, atomic_torch_save, load_tensors
 from ..runtime import Runtime
 
 CAPTURE_FILE = "capture.pt"
@@ -164,7 +165,16 @@ def save_capture(path: str | Path, result: dict[str, Any]) -> None:
 
 
 def load_capture(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A run's ``capture.pt``; one that is not readable, or not a capture, is a one-line UsageError."""
+    try:
+        capture = load_tensors(path)
+    except UnreadableTorchFile as exc:
+        raise UsageError(f"capture file {str(path)!r}: {exc}; delete it and the statistics are captured again") \
+            from None
+    if not isinstance(capture, dict) or not isinstance(capture.get("filters"), dict):
+        raise UsageError(f"capture file {str(path)!r} is not a glister_train capture (no 'filters'); delete it and the "
+                         "statistics are captured again")
+    return capture
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -184,7 +184,7 @@ def retrain(cfg: C.Config, folder: Path, splits: Splits, model: nn.Module, arch:
     save_model(start, model, arch)
     selection = {"selector": options.selector, "fraction": C.trained_fraction(options.selector, options.fraction),
                  "kappa": 0.0, "first_subset": "random"}
-    ft = C.validate(C.merge(cfg, {
+    ft = C.validate(C.merge(C.with_selector(cfg, options.selector), {
         "model": {"init_from": str(start.resolve()), "freeze": ""},
         "train": {"epochs": epochs, "lr": lr, "capture_epochs": 0}, "selection": selection,
         "run": {"out": str(folder), "run_name": f"{folder.parent.name}-{folder.name}"},

@@ -1,22 +1,42 @@
-"""Subset selectors and their registry."""
+"""Subset selectors and their registry: one line per selector, each with its own options dataclass."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..choices import SELECTOR_NAMES
-from .base import Selection, SubsetSelector, budget_for
+from ..errors import ConfigError
+from .base import Environment, NoOptions, Selection, SubsetSelector, bind_options, budget_for
+from .filtered_random import FilteredRandomSelector
 from .full import FullSelector
 from .glister import GlisterSelector
 from .random import AdaptiveRandomSelector, RandomSelector
 
-SELECTORS: dict[str, type] = {s.name: s for s in (FullSelector, RandomSelector, AdaptiveRandomSelector, GlisterSelector)}
+SELECTORS: dict[str, type] = {s.name: s for s in (
+    FullSelector, RandomSelector, AdaptiveRandomSelector, FilteredRandomSelector, GlisterSelector)}
 assert tuple(SELECTORS) == SELECTOR_NAMES, "a new selector: add its name to glister_train/choices.py (the config's choices)"
 
 
-def make_selector(name: str, **options) -> SubsetSelector:
+def selector_options(name: str, raw: Mapping[str, Any]) -> Any:
+    """The options of selector ``name`` from the config's selection keys beyond the schedule (defaults filled in)."""
     if name not in SELECTORS:
-        raise ValueError(f"unknown selector {name!r}; available: {', '.join(SELECTORS)}")
-    return SELECTORS[name](**options)
+        raise ConfigError(f"selection.selector: {name!r} is not one of {', '.join(SELECTORS)}")
+    return bind_options(name, SELECTORS[name].Options, raw)
 
 
-__all__ = ["Selection", "SubsetSelector", "budget_for", "make_selector", "SELECTORS",
-           "FullSelector", "RandomSelector", "AdaptiveRandomSelector", "GlisterSelector"]
+def make_selector(name: str, options: Mapping[str, Any] | None = None, env: Environment | None = None,
+                  train_size: int = 0) -> SubsetSelector:
+    """Selector ``name`` with its options (a mapping, checked and completed here) for a run described by ``env``."""
+    bound = selector_options(name, options or {})
+    cls = SELECTORS[name]
+    if cls.Options is NoOptions:
+        return cls()
+    if env is None:
+        raise TypeError(f"the {name} selector needs the run's Environment")
+    return cls(bound, env, train_size)
+
+
+__all__ = ["Environment", "Selection", "SubsetSelector", "budget_for", "make_selector", "selector_options",
+           "SELECTORS", "FullSelector", "RandomSelector", "AdaptiveRandomSelector", "FilteredRandomSelector",
+           "GlisterSelector"]

@@ -20,7 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..choices import BACKENDS
+from .. import distributed
+from ..data import normalize
+from ..models import last_layer_parts
+from .base import Environment
+
+BACKENDS = ("eager", "openvino")
 
 
 class _Features(nn.Module):
@@ -61,3 +66,33 @@ def feature_function(backend: str, embed: Callable[[torch.Tensor], torch.Tensor]
         return torch.from_numpy(np.array(request.infer({0: x.cpu().numpy()})[output], dtype=np.float32))
 
     return run_ov, time.perf_counter() - start
+
+
+@torch.no_grad()
+def eval_features(model: nn.Module, images: torch.Tensor, env: Environment,
+                  backend: str = "eager") -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(penultimate features, logits, seconds spent building the backend) of un-augmented images in eval mode,
+    float32 on the CPU. Under data parallelism each rank embeds its shard and every rank receives all of them."""
+    embed, fc = last_layer_parts(model)
+    was_training = model.training
+    model.eval()
+    mine = images[distributed.shard(len(images))]
+    memory_format = torch.channels_last if env.channels_last else torch.contiguous_format
+    parts, run, build_time = [], None, 0.0
+    try:
+        for start in range(0, len(mine), env.batch_size):
+            x = normalize(mine[start : start + env.batch_size].to(env.device), env.mean, env.std)
+            x = x.contiguous(memory_format=memory_format)
+            if run is None:  # built on the first batch, from the weights as they are now
+                run, build_time = feature_function(backend, embed, x, device=env.device, precision=env.precision)
+            parts.append(run(x))
+    finally:
+        model.train(was_training)
+    h = torch.cat(parts).cpu() if parts else torch.zeros(0, fc.in_features)
+    h = distributed.gather_rows(h, len(images))
+    return h, logits_of(h, fc), build_time
+
+
+def logits_of(h: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
+    """float32 logits from float32 CPU features (the selector's own, whatever precision the features ran in)."""
+    return h @ fc.weight.detach().float().cpu().T + fc.bias.detach().float().cpu()

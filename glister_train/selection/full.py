@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..data import ImageData
-from .base import Selection
+from .base import NoOptions, Selection
 
 
 class FullSelector:
@@ -14,6 +14,7 @@ class FullSelector:
 
     name: ClassVar[str] = "full"
     reselects: ClassVar[bool] = False
+    Options: ClassVar[type] = NoOptions
 
     def select(self, model: nn.Module, train: ImageData, val: ImageData, budget: int, *,
                generator: torch.Generator) -> Selection:

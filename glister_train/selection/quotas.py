@@ -34,14 +34,12 @@ def budget_quotas(groups: torch.Tensor, budget: int, num_groups: int,
     return quota
 
 
-def class_demand(val_logits: torch.Tensor, val_y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Each class's mean cross-entropy on the validation set (a class with no validation examples: the mean of
-    the others), the demand ``budget_quotas`` splits the budget by under ``class_budget: val_loss``."""
-    losses = F.cross_entropy(val_logits, val_y, reduction="none").double()
-    n = torch.bincount(val_y, minlength=num_classes)
-    mean = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, val_y, losses) / n.clamp_min(1)
-    mean[n == 0] = mean[n > 0].mean() if (n > 0).any() else 1.0
-    return mean
+def class_quotas(groups: torch.Tensor, budget: int, num_groups: int, mix: str, val_y: torch.Tensor) -> torch.Tensor:
+    """Each class's share of the budget: in proportion to its size in the pool (``mix: size``) or to its share of
+    the validation set (``val_share``: with skewed training classes and a balanced trusted set, a balanced subset)."""
+    if mix == "size" or num_groups == 1:
+        return budget_quotas(groups, budget, num_groups)
+    return budget_quotas(groups, budget, num_groups, torch.bincount(val_y, minlength=num_groups).double())
 
 
 def top_within_quotas(gains: torch.Tensor, groups: torch.Tensor, left: torch.Tensor, m: int) -> torch.Tensor:

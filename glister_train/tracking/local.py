@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json, atomic_write_text
+from ..errors import DiskFull
+from ..io import atomic_write_json, atomic_write_text, device_of, out_of_space
 
 
 class LocalTracker:
@@ -28,8 +29,13 @@ class LocalTracker:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         row = {"epoch": step, **{k: _finite_or_none(v) for k, v in metrics.items() if k != "epoch"}}
-        with open(self.metrics_path, "a") as fh:  # one short line per epoch: appends are atomic enough
-            fh.write(json.dumps(row) + "\n")
+        try:
+            with open(self.metrics_path, "a") as fh:  # one short line per epoch: appends are atomic enough
+                fh.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            if out_of_space(exc):
+                raise DiskFull(str(self.metrics_path), device_of(self.run_dir)) from None
+            raise
 
     def log_artifact(self, path: str) -> None:
         self.artifacts.append(str(path))

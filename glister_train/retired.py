@@ -1,0 +1,83 @@
+"""Run folders written before the selectors owned their options (commit 046875f and earlier), read for reports.
+
+Then one ``glister`` selector read 26 keys; ``sampling: soft`` with ``temperature: .inf`` was in truth the
+validation-calibrated filter that is ``filtered-random`` now. :func:`translate` maps such a config onto today's
+selectors and names every retired lever that was switched on, so that ``report`` and
+``experiments/claim_table.py`` label those runs for what they ran. Such a folder is not resumed
+(:func:`config.load_file` refuses it with a one-line message).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# every key of the old `selection` section beyond the schedule, with the value that meant "off" (or what the
+# shipped default did) where a run setting anything else ran a lever that has been retired
+OLD_KEYS: dict[str, Any] = {
+    "greedy": None, "block_size": None, "epsilon": None, "per_class": None, "class_budget": None,
+    "last_layer": None, "lookahead": None, "eta": None, "sampling": None, "temperature": None,
+    "val_gradient": None, "backend": None, "agreement_sample": None, "drop_share_scale": None, "drop_by": None,
+    "pool_fraction": 1.0, "uniform_share": 0.0, "drop_share": 0.0, "drop_negative": False, "redraw": True,
+    "center_features": False, "score_source": "auto", "drop_share_auto": True, "hard_ratio": 1.0,
+    "coverage": False, "curriculum": 0.0,
+}
+GLISTER_KEYS = ("greedy", "block_size", "epsilon", "eta", "last_layer", "lookahead", "per_class", "backend")
+
+
+def retired_keys(raw: dict[str, Any]) -> list[str]:
+    """The old selection keys a raw config mapping sets that its selector does not own today (empty for a config
+    of today's selectors)."""
+    import dataclasses
+
+    from .selection import SELECTORS
+
+    selection = raw.get("selection") if isinstance(raw, dict) else None
+    if not isinstance(selection, dict):
+        return []
+    selector = SELECTORS.get(selection.get("selector", "glister"))
+    owned = {f.name for f in dataclasses.fields(selector.Options)} if selector else set()
+    return [k for k in selection if k in OLD_KEYS and k not in owned]
+
+
+def translate(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the config with its selection section in today's form, the retired levers it had on: key -> value)."""
+    if not retired_keys(raw):
+        return raw, {}
+    old = dict(raw["selection"])
+    schedule = {k: v for k, v in old.items() if k not in OLD_KEYS}
+    retired = {k: old[k] for k, off in OLD_KEYS.items() if off is not None and k in old and old[k] != off}
+    if old.get("class_budget") == "val_loss":
+        retired["class_budget"] = "val_loss"
+    quotas = old.get("class_budget", "size") if old.get("class_budget") in ("size", "val_share") else "size"
+    selector = old.get("selector")
+    if selector != "glister":  # its glister keys were never read
+        options: dict[str, Any] = {}
+        retired = {}
+    elif old.get("sampling") == "greedy":
+        options = {k: old[k] for k in GLISTER_KEYS if k in old}
+        options.update(sampling="greedy", class_budget=quotas)
+        retired = {k: v for k, v in retired.items() if k in ("pool_fraction", "center_features", "class_budget")}
+    elif math.isinf(float(old.get("temperature", 1.0))):  # the filter with uniform draws: filtered-random
+        selector = "filtered-random"
+        options = {"class_budget": quotas, "drop_share_scale": old.get("drop_share_scale", 1.0)}
+        drop_by = old.get("drop_by", "gain")
+        if drop_by in ("confidence", "margin"):
+            options["rank_by"] = drop_by
+        else:
+            retired["drop_by"] = drop_by
+        if old.get("agreement_sample", 0):
+            options["agreement_sample"] = old["agreement_sample"]
+        else:
+            retired["agreement_sample"] = 0  # the estimate from the (augmented, train-mode) training records
+        retired.pop("redraw", None)
+    else:  # soft sampling by gain: glister's soft variant, with whatever filter it ran
+        options = {k: old[k] for k in GLISTER_KEYS if k in old and k not in ("greedy", "block_size", "epsilon",
+                                                                             "lookahead")}
+        options.update(sampling="soft", temperature=float(old["temperature"]), class_budget=quotas,
+                       val_gradient=old.get("val_gradient", "all"))
+        if old.get("drop_share_auto", False) or old.get("drop_share", 0.0):
+            retired["drop_by"] = old.get("drop_by", "gain")
+        if not old.get("agreement_sample", 0):
+            retired["agreement_sample"] = 0
+    return {**raw, "selection": {**schedule, "selector": selector, **options}}, retired

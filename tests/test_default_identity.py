@@ -1,0 +1,62 @@
+"""The shipped default selector draws exactly what it drew when its numbers were measured.
+
+``tests/reference/default_run.json`` was written by this test's ``record`` at commit 046875f, when the default
+was ``--selector glister`` with ``sampling: soft, temperature: .inf, drop_by: confidence, drop_share_auto: true,
+class_budget: val_share, agreement_sample: 1000``, and three variants of it (``drop_by: margin``,
+``drop_share_scale: 1.5``, ``class_budget: size``): every subset of a short seeded run under label noise (scored
+selections, redraws from the training records, the validation features handed over by the evaluation) and every
+loss and accuracy. The committed claims rest on those draws, so a change that moves one bit of them fails here.
+Rewrite the file only for a change meant to alter the default's behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from glister_train import config as C
+from glister_train.data import load_splits
+from glister_train.tracking import MemoryTracker
+from glister_train.train import fit, setup
+
+from .conftest import tiny_config, write_npz
+
+REFERENCE = Path(__file__).parent / "reference" / "default_run.json"
+KEPT = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "subset_size",
+        "select_noisy_share", "select_drop_share", "select_kept_share", "select_seen_share", "select_class_hist")
+
+
+def record(selection: dict) -> dict:
+    """Each epoch's subset (as indices) and metrics of a 6-epoch run with 30% symmetric label noise."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_npz(Path(tmp) / "data")
+        cfg = tiny_config(data, data={"label_noise": 0.3}, train={"epochs": 6, "eval_every": 1},
+                          selection={"fraction": 0.4, "select_every": 2, **selection})
+        state = setup(cfg, load_splits(cfg.data), log=lambda _: None)
+        subsets = []
+
+        class Recorder(MemoryTracker):
+            def log_metrics(self, metrics, step):
+                subsets.append(state.loader.selection.indices.tolist())
+                super().log_metrics(metrics, step)
+
+        tracker = Recorder()
+        fit(state, run_dir=tmp, tracker=tracker, log=lambda _: None)
+    epochs = [{k: m[k] for k in KEPT if k in m} for _, m in tracker.metrics]
+    return {"subsets": subsets, "epochs": epochs}
+
+
+# today's options for each recorded variant (the reference's keys)
+VARIANTS = {"default": {}, "margin": {"rank_by": "margin"}, "scale": {"drop_share_scale": 1.5},
+            "size_quotas": {"class_budget": "size"}}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_default_selector_is_bit_identical_to_the_measured_one(variant: str):
+    expected = json.loads(REFERENCE.read_text())[variant]
+    got = record({"selector": C.SelectionConfig().selector, **VARIANTS[variant]})
+    assert got["subsets"] == expected["subsets"]
+    assert got["epochs"] == expected["epochs"]
