@@ -75,3 +75,19 @@ def test_the_configs_models_are_the_registrys():
     from glister_train.models import MODELS
 
     assert C.MODELS == tuple(MODELS)
+
+
+def test_class_balanced_random_draws_in_the_validation_sets_mix():
+    pixels = data(200).x
+    skewed = torch.tensor([0] * 110 + [1] * 50 + [2] * 30 + [3] * 10)  # a long tail in the pool
+    train, balanced_val = ImageData(pixels, skewed), data(40, seed=1)  # 10 of each class
+    mixes = {}
+    for mix in ("none", "size", "val_share"):
+        selector = make_selector("adaptive-random", {"class_budget": mix})
+        a = selector.select(None, train, balanced_val, 60, generator=torch.Generator().manual_seed(3))
+        b = selector.select(None, train, balanced_val, 60, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(a.indices, b.indices) and len(torch.unique(a.indices)) == 60
+        mixes[mix] = torch.bincount(skewed[a.indices], minlength=4).tolist()
+    assert mixes["val_share"] == [17, 17, 16, 10]  # balanced, class 3 giving all it has
+    assert mixes["size"] == [33, 15, 9, 3]  # the pool's proportions, exactly
+    assert sum(mixes["none"]) == 60  # a plain uniform draw: proportions only on average

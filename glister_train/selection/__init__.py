@@ -32,8 +32,6 @@ def make_selector(name: str, options: Mapping[str, Any] | None = None, env: Envi
     cls = SELECTORS[name]
     if cls.Options is NoOptions:
         return cls()
-    if env is None:
-        raise TypeError(f"the {name} selector needs the run's Environment")
     return cls(bound, env, train_size)
 
 
