@@ -32,12 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glister_train.retired import translate  # noqa: E402
 
 SMALL_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
-# (column, label noise, noise kind, fraction, class imbalance)
-CONDITIONS = (("clean 30%", 0.0, "symmetric", 0.3, 1.0), ("clean 10%", 0.0, "symmetric", 0.1, 1.0),
-              ("sym. noise 30%", 0.4, "symmetric", 0.3, 1.0), ("pair noise 30%", 0.4, "pairs", 0.3, 1.0),
-              ("10x imbalance 30%", 0.0, "symmetric", 0.3, 10.0))
-FULL, RANDOM, GLISTER, DEFAULT = "full data", "adaptive random", "GLISTER", "filtered-random (default)"
-HEADLINE = (FULL, RANDOM, GLISTER, DEFAULT)
+# (column, label noise, noise kind, fraction, class imbalance, labels from a file)
+CONDITIONS = (("clean 30%", 0.0, "symmetric", 0.3, 1.0, False), ("clean 10%", 0.0, "symmetric", 0.1, 1.0, False),
+              ("sym. noise", 0.4, "symmetric", 0.3, 1.0, False), ("pair noise", 0.4, "pairs", 0.3, 1.0, False),
+              ("people-like", 0.0, "symmetric", 0.3, 1.0, True), ("10x skew", 0.0, "symmetric", 0.3, 10.0, False))
+COLUMNS = ("clean 30%", "sym. noise", "pair noise", "people-like", "10x skew")  # the headline's; all at 30%
+FULL, FULL_BUDGET = "full data, 45 epochs", "full data, 14 epochs"
+RANDOM, BALANCED = "adaptive random", "class-balanced random"
+GLISTER, DEFAULT = "GLISTER", "filtered-random (default)"
+HEADLINE = (FULL, FULL_BUDGET, RANDOM, BALANCED, GLISTER, DEFAULT)
 # the options a method is named by when they hold their defaults (anything else is an ablation row)
 DEFAULTS = {"filtered-random": {"class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0,
                                 "rank_by": "confidence"},
@@ -61,8 +64,11 @@ def method(cfg: dict[str, Any]) -> str:
     if s.get("kappa_matched"):
         schedule.append(f"compute-matched warm start, kappa {s['kappa']:g}")
     if selector == "full":
-        return FULL
+        epochs = cfg.get("train", {}).get("epochs", 45)
+        return FULL if epochs == 45 else FULL_BUDGET if epochs == 14 else f"full data, {epochs} epochs"
     if selector == "adaptive-random":
+        if s.get("class_budget", "none") == "val_share":
+            return f"{BALANCED}, R = {s.get('select_every', 20)}"
         return f"{RANDOM}, R = {s.get('select_every', 20)}" + "".join(f", {x}" for x in schedule)
     name = DEFAULT if selector == "filtered-random" else GLISTER if selector == "glister" else selector
     if selector == "glister" and "drop_by" in retired:  # the soft filters the default grew out of, in short
@@ -82,8 +88,10 @@ def method(cfg: dict[str, Any]) -> str:
 def condition(cfg: dict[str, Any]) -> str | None:
     d, s = cfg["data"], cfg["selection"]
     fraction = 1.0 if s["selector"] == "full" else s["fraction"]
-    for name, noise, kind, f, imbalance in CONDITIONS:
+    for name, noise, kind, f, imbalance, from_file in CONDITIONS:
         if d.get("imbalance", 1.0) != imbalance or d["label_noise"] != noise or (noise and d["noise_kind"] != kind):
+            continue
+        if bool(d.get("train_labels")) != from_file:
             continue
         if fraction == f or (fraction == 1.0 and f == 0.3):  # full data is shown once, in the 30% columns
             return name
@@ -134,41 +142,45 @@ def collect(roots: list[Path]) -> dict[str, dict[str, dict[int, dict[str, Any]]]
     return cells
 
 
-def best_random(cells: dict, cond: str) -> str | None:
-    """Adaptive random's schedule (its row) with the higher mean final validation accuracy in ``cond``."""
-    rows = [r for r in cells if r in (f"{RANDOM}, R = 1", f"{RANDOM}, R = 3") and cond in cells[r]]
+def best_schedule(cells: dict, cond: str, method: str) -> str | None:
+    """A random baseline's schedule (its row, R = 1 or 3) with the higher mean final validation accuracy in ``cond``."""
+    rows = [r for r in cells if r in (f"{method}, R = 1", f"{method}, R = 3") and cond in cells[r]]
     return max(rows, key=lambda r: statistics.fmean(v["val_acc"] for v in cells[r][cond].values()), default=None)
 
 
-def summary(seeds: dict[int, dict[str, Any]] | None) -> str:
-    """``mean ± std (n)`` of the test accuracies; one seed is shown alone, as a screening."""
+def summary(seeds: dict[int, dict[str, Any]] | None, full: int | None = None) -> str:
+    """``mean ± std (n)`` of the test accuracies, the seed count left out when it is ``full``; one seed is shown
+    alone, as a screening."""
     if not seeds:
         return "-"
     values = [v["test_acc"] for v in seeds.values()]
+    count = "" if len(values) == full else f" ({len(values)})"
     if len(values) == 1:
-        return f"{values[0]:.2f} (1)"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
+        return f"{values[0]:.2f}{count}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}{count}"
 
 
 def headline(cells: dict) -> str:
-    columns = [name for name, *_ in CONDITIONS]
-    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    chosen = {c: best_random(cells, c) for c in columns}
+    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    chosen = {m: {c: best_schedule(cells, c, m) for c in COLUMNS} for m in (RANDOM, BALANCED)}
     for row in HEADLINE:
-        values = [summary(cells.get(chosen[c] if row == RANDOM else row, {}).get(c) if chosen[c] or row != RANDOM
-                          else None) for c in columns]
-        lines.append(f"| {'adaptive random, best R' if row == RANDOM else row} | " + " | ".join(values) + " |")
-    picks = ", ".join(f"{c}: R = {chosen[c].rsplit('= ', 1)[1]}" for c in columns if chosen[c])
-    note = (f"Adaptive random's R, chosen on validation accuracy: {picks}. GLISTER ran with the validation "
-            "set's class mix, except seed 0 under symmetric noise (the pool's). The default's clean cells ran "
-            "with the pool's class mix, which on clean data draws the same subsets.")
+        values = [summary(cells.get(chosen[row][c] if row in chosen else row, {}).get(c), full=3)
+                  if row not in chosen or chosen[row][c] else "-" for c in COLUMNS]
+        lines.append(f"| {row} | " + " | ".join(values) + " |")
+    picks = "; ".join(f"{m}: " + ", ".join(f"{c} R = {chosen[m][c].rsplit('= ', 1)[1]}" for c in COLUMNS
+                                           if chosen[m][c]) for m in chosen if any(chosen[m].values()))
+    note = (f"Final test accuracy (%), mean ± std over 3 seeds unless (n) says otherwise; each at 30% of the data but "
+            f"full data. The random baselines' R, chosen on validation accuracy: {picks}. GLISTER ran with the "
+            "validation set's class mix, except seed 0 under symmetric noise (the pool's). The default's clean cells "
+            "ran with the pool's class mix, which on clean data draws the same subsets.")
     return "\n".join([*lines, "", *textwrap.wrap(note, 110)])
 
 
 def ablation(cells: dict) -> str:
     """Every other row against the default in the same condition: the levers that lost or tied, and why not."""
     lines = ["| variant | condition | test accuracy | vs the default | wrong labels late |", "|---|---|---|---|---|"]
-    rows = sorted(r for r in cells if r not in HEADLINE and not r.startswith(f"{RANDOM}, R = ") or "warm" in r)
+    rows = sorted(r for r in cells if r not in HEADLINE and not r.startswith((f"{RANDOM}, R = ", f"{BALANCED}, R = "))
+                  or "warm" in r)
     order = [name for name, *_ in CONDITIONS]
     for row in rows:
         for cond, seeds in sorted(cells[row].items(), key=lambda item: order.index(item[0])):

@@ -38,7 +38,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = load_tensors(path)
     except UnreadableTorchFile as exc:
-        raise CheckpointError(f"--resume: {str(path)!r}: {exc}; delete it to restart this run from scratch, or use "
+        what = f": {exc}" if exc.code else f" is corrupt, truncated or not from this run ({exc.detail})"
+        raise CheckpointError(f"--resume: {str(path)!r}{what}; delete it to restart this run from scratch, or use "
                               "a new --out") from None
     try:
         int(state["totals"]["epochs_done"])

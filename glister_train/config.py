@@ -46,6 +46,11 @@ class DataConfig:
     label_noise: float = 0.0  # share of training labels made wrong (validation and test stay clean)
     noise_kind: str = "symmetric"  # symmetric (a uniformly drawn other class) | pairs (CIFAR-10 class pairs)
     noise_seed: int = 0  # fixed across run seeds: every run of a comparison sees the same wrong labels
+    # a labels file (.npy, or .npz with `labels`): one label per image of the dataset's training set, in its order,
+    # replacing the training split's labels (e.g. CIFAR-10N's human labels); the ones that differ are measured as
+    # wrong, never shown to a selector
+    train_labels: str = ""
+    val_labels: str = ""  # the same for the validation split: a trusted set whose own labels are a little noisy
     # > 1: a long-tailed training split, class c keeping imbalance^(-c/(C-1)) of its examples (the largest class
     # `imbalance` times the smallest); validation and test stay balanced. Seeded by noise_seed, like the noise.
     imbalance: float = 1.0

@@ -54,10 +54,14 @@ class Splits:
     noisy: torch.Tensor | None = None
     # data.imbalance: each class's training examples (by their true labels, before any noise)
     class_sizes: list[int] | None = None
+    # (n_val,) bool: the validation labels a labels file made wrong (data.val_labels): the trusted set's own noise
+    val_noisy: torch.Tensor | None = None
 
     def describe(self) -> str:
         test = len(self.test) if self.test is not None else 0
         noise = f" wrong_labels={float(self.noisy.float().mean()):.3f}" if self.noisy is not None else ""
+        if self.val_noisy is not None:
+            noise += f" wrong_val_labels={float(self.val_noisy.float().mean()):.3f}"
         if self.class_sizes:  # a long tail (data.imbalance): say how long
             noise += f" class_sizes={max(self.class_sizes)}..{min(self.class_sizes)}"
         return f"train={len(self.train)} val={len(self.val)} test={test} classes={self.num_classes}{noise}"
@@ -132,11 +136,16 @@ def load_splits(cfg: DataConfig) -> Splits:
         if part is not None:
             _check_labels(name, part.y, num_classes, root)
 
+    # each training image's index in the dataset as read, followed through the subsamples below: what a labels
+    # file (data.train_labels, data.val_labels) is indexed by
+    origin = torch.arange(len(train))
     split_gen = torch.Generator().manual_seed(cfg.split_seed)
     if cfg.train_limit and cfg.train_limit < len(train):
-        train = train.subset(stratified_sample(train.y, cfg.train_limit, split_gen))
+        pick = stratified_sample(train.y, cfg.train_limit, split_gen)
+        train, origin = train.subset(pick), origin[pick]
     if test is not None and cfg.test_limit and cfg.test_limit < len(test):
         test = test.subset(stratified_sample(test.y, cfg.test_limit, split_gen))
+    val_origin = None
     if val is None:  # else a validation set of its own (e.g. SageMaker's validation channel): no split
         n_val = max(1, round(cfg.val_fraction * len(train)))
         if n_val >= len(train):
@@ -146,19 +155,57 @@ def load_splits(cfg: DataConfig) -> Splits:
         keep = torch.ones(len(train), dtype=torch.bool)
         keep[val_idx] = False
         val, train = train.subset(val_idx), train.subset(keep.nonzero().squeeze(1))
+        val_origin, origin = origin[val_idx], origin[keep]
     class_sizes = None
     if cfg.imbalance > 1:  # the training split only, after the validation split: validation stays balanced
-        train = train.subset(long_tail(train.y, cfg.imbalance, num_classes,
-                                       torch.Generator().manual_seed(IMBALANCE_STREAM + cfg.noise_seed)))
+        pick = long_tail(train.y, cfg.imbalance, num_classes,
+                         torch.Generator().manual_seed(IMBALANCE_STREAM + cfg.noise_seed))
+        train, origin = train.subset(pick), origin[pick]
         class_sizes = torch.bincount(train.y, minlength=num_classes).tolist()
-    noisy = None
+    noisy = val_noisy = None
     if cfg.label_noise > 0:  # the training split only: validation and test keep their true labels
         noisy_y = noisy_labels(train.y, cfg.label_noise, cfg.noise_kind, num_classes,
                                torch.Generator().manual_seed(NOISE_STREAM + cfg.noise_seed))
         noisy = noisy_y != train.y
         train = ImageData(train.x, noisy_y)
+    if cfg.train_labels:  # labels people (or a model of their mistakes) gave the same images
+        given = read_labels(cfg.train_labels, "data.train_labels", len(origin) and int(origin.max()) + 1, num_classes)
+        noisy, train = given[origin] != train.y, ImageData(train.x, given[origin])
+    if cfg.val_labels:
+        if val_origin is None:
+            raise DataError("data.val_labels relabels the validation split held out of the training set, and this "
+                            "run reads a validation set of its own (data.val_dir): drop one of them")
+        given = read_labels(cfg.val_labels, "data.val_labels", int(val_origin.max()) + 1, num_classes)
+        val_noisy, val = given[val_origin] != val.y, ImageData(val.x, given[val_origin])
     mean, std = channel_stats(train.x)
-    return Splits(train, val, test, num_classes, mean, std, noisy, class_sizes)
+    return Splits(train, val, test, num_classes, mean, std, noisy, class_sizes, val_noisy)
+
+
+def read_labels(path: str, key: str, needed: int, num_classes: int) -> torch.Tensor:
+    """One label per image of the dataset's training set, in its order: a ``.npy`` array, or a ``.npz`` whose
+    array is ``labels`` (or its only one); a file that does not fit is a DataError naming ``key``."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"{key}: {str(file)!r} does not exist (one label per training image, as .npy or .npz)")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            array = loaded
+        else:
+            with loaded:
+                names = list(loaded.files)
+                if "labels" not in names and len(names) != 1:
+                    raise DataError(f"{key}: {str(file)!r} holds {', '.join(names)}; name the labels' array 'labels'")
+                array = loaded["labels" if "labels" in names else names[0]]
+        labels = torch.from_numpy(np.asarray(array)).long()
+    except (ValueError, OSError, TypeError) as exc:
+        raise DataError(f"{key}: {str(file)!r} is not a .npy or .npz array of labels ({exc})") from None
+    if labels.ndim != 1 or len(labels) < needed:
+        raise DataError(f"{key}: {str(file)!r} holds {tuple(labels.shape)} labels; it needs one per training image "
+                        f"(at least {needed})")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(f"{key}: {str(file)!r} has labels outside 0..{num_classes - 1}")
+    return labels
 
 
 # the noise's own random stream: seeded with noise_seed alone, the flipped examples would be the first

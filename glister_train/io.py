@@ -88,9 +88,10 @@ class UnreadableTorchFile(Exception):
     """A file ``torch.load(weights_only=True)`` refused: ``reason`` is one line, never torch's advice to load it
     with ``weights_only=False``."""
 
-    def __init__(self, reason: str, code: bool):
+    def __init__(self, reason: str, code: bool, detail: str = ""):
         super().__init__(reason)
         self.code = code  # the file holds pickled objects other than tensors: loading it could run code
+        self.detail = detail  # torch's error, its first line
 
 
 def load_tensors(path: str | Path, map_location: str = "cpu") -> Any:
@@ -104,5 +105,5 @@ def load_tensors(path: str | Path, map_location: str = "cpu") -> Any:
                                       "loading it could run code", code=True) from None
         first = next((line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line
                       and "Weights only" not in line and "WeightsUnpickler" not in line), "")
-        raise UnreadableTorchFile(f"it is not a readable torch file ({type(exc).__name__}"
-                                  f"{': ' + first[:120] if first else ''})", code=False) from None
+        detail = f"{type(exc).__name__}{': ' + first[:120] if first else ''}"
+        raise UnreadableTorchFile(f"it is not a readable torch file ({detail})", code=False, detail=detail) from None

@@ -160,9 +160,14 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
     if parent:
         summary["parent"] = parent
     if splits.noisy is not None:
-        summary["label_noise"] = {"kind": cfg.data.noise_kind, "rate": cfg.data.label_noise, "seed": cfg.data.noise_seed,
-                                  "wrong": int(splits.noisy.sum()), "of": len(splits.noisy),
+        source = {"labels_file": cfg.data.train_labels} if cfg.data.train_labels else {
+            "kind": cfg.data.noise_kind, "rate": cfg.data.label_noise, "seed": cfg.data.noise_seed}
+        summary["label_noise"] = {**source, "wrong": int(splits.noisy.sum()), "of": len(splits.noisy),
                                   "pool_share": float(splits.noisy.float().mean())}
+    if splits.val_noisy is not None:
+        summary["validation_label_noise"] = {"labels_file": cfg.data.val_labels, "wrong": int(splits.val_noisy.sum()),
+                                             "of": len(splits.val_noisy),
+                                             "share": float(splits.val_noisy.float().mean())}
     if splits.class_sizes:
         summary["imbalance"] = {"ratio": cfg.data.imbalance, "seed": cfg.data.noise_seed,
                                 "class_sizes": splits.class_sizes}

@@ -138,6 +138,9 @@ def fit(state: Training | Config, splits: Splits | None = None, run_dir: str | P
     t, totals = state.cfg.train, state.totals
     log(f"data: {state.splits.describe()} | {state.rt.describe()} | subset {state.loader.budget} of "
         f"{len(state.splits.train)}")
+    if state.loader.budget < t.batch_size:  # --fraction 1e-6, a tiny train_limit: legal, but rarely meant
+        log(f"note: the subset is {state.loader.budget} image(s), less than one batch of {t.batch_size}: each epoch "
+            f"is one step on {state.loader.budget} image(s)")
     try:
         for epoch in range(totals["epochs_done"], t.epochs):
             run_epoch(epoch, state, tracker, run_dir, log)

@@ -92,7 +92,9 @@ def test_unknown_preset_lists_the_available_ones():
                                      r"class_budget, agreement_sample, drop_share_scale, rank_by\)"),
     (["--set", "selection.hard_ratio=2"], r"selection.hard_ratio: not an option of the filtered-random selector"),
     (["--selector", "random", "--set", "selection.rank_by=margin"], r"selection.rank_by: not an option of the random "
-                                                                      r"selector \(its options: none\)"),
+                                                                      r"selector \(its options: class_budget\)"),
+    (["--selector", "full", "--set", "selection.rank_by=margin"], r"selection.rank_by: not an option of the full "
+                                                                    r"selector \(its options: none\)"),
     (["--selector", "glister", "--set", "selection.temperature=0.5"], r"selection.temperature: 0.5 applies to "
                                                                          r"sampling: soft, not greedy"),
     (["--selector", "glister", "--set", "selection.greedy=fast"], r"selection.greedy: 'fast' is invalid; it must be "

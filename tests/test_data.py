@@ -208,3 +208,30 @@ def test_imbalance_makes_a_seeded_long_tail_of_the_training_split_only(tmp_path:
     assert "class_sizes=" in tailed.describe() and "class_sizes=" not in balanced.describe()
     both = load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path / "d"), imbalance=8.0, label_noise=0.2))
     assert torch.equal(both.train.x, tailed.train.x) and int(both.noisy.sum()) == round(0.2 * len(tailed.train))
+
+
+def test_a_labels_file_relabels_the_training_and_validation_splits_and_is_measured(tmp_path: Path):
+    """data.train_labels / data.val_labels: one label per image of the dataset as read, followed through the
+    subsample and the validation split; what differs from the dataset's labels is measured, never shown."""
+    from glister_train import config as C
+
+    data = write_npz(tmp_path / "data", n_train=200)
+    original = np.load(data / "train.npz")["y"]
+    relabelled = (original + 1) % 4  # every label wrong
+    relabelled[::2] = original[::2]  # half of them right again
+    np.save(tmp_path / "train_labels.npy", relabelled)
+    np.savez(tmp_path / "val_labels.npz", labels=original)
+    cfg = C.merge(C.Config(), {"data": {"dataset": "npz", "data_dir": str(data), "train_limit": 150,
+                                        "train_labels": str(tmp_path / "train_labels.npy"),
+                                        "val_labels": str(tmp_path / "val_labels.npz")}}).data
+    splits, plain = load_splits(cfg), load_splits(C.replace(cfg, train_labels="", val_labels=""))
+    assert torch.equal(splits.train.x, plain.train.x) and torch.equal(splits.val.x, plain.val.x)
+    assert torch.equal(splits.noisy, splits.train.y != plain.train.y)
+    assert 0.3 < float(splits.noisy.float().mean()) < 0.7  # about half
+    assert torch.equal(splits.val.y, plain.val.y) and not splits.val_noisy.any()
+    np.save(tmp_path / "short.npy", relabelled[:10])
+    with pytest.raises(DataError, match="data.train_labels: .* holds \\(10,\\) labels; it needs one per training image"):
+        load_splits(C.replace(cfg, train_labels=str(tmp_path / "short.npy")))
+    np.save(tmp_path / "big.npy", relabelled + 7)
+    with pytest.raises(DataError, match="labels outside 0..3"):
+        load_splits(C.replace(cfg, train_labels=str(tmp_path / "big.npy")))

@@ -133,7 +133,7 @@ def test_a_selectors_option_does_not_split_another_selectors_seeds():
 
     runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.6], **{"selection.select_every": 1}),
             _hand_run("adaptive-random", 1, [1, 1], [0.5, 0.7], **{"selection.select_every": 1,
-                                                                   "selection.class_budget": "val_share"}),
+                                                                   "selection.rank_by": "margin"}),
             _hand_run("glister", 0, [1, 1], [0.5, 0.64], **{"selection.select_every": 3,
                                                             "selection.class_budget": "size"}),
             _hand_run("glister", 0, [1, 1], [0.5, 0.62], **{"selection.select_every": 3,

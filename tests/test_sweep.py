@@ -124,3 +124,14 @@ def test_a_selectors_shared_options_reach_its_points_only(tmp_path: Path):
 
     with pytest.raises(UsageError, match="options for 'best', which is not a selector"):
         sweep.points(grid)
+
+
+@pytest.mark.slow
+def test_random_kills_of_a_sweep_keep_its_runs_and_touch_nothing_else(tmp_path: Path):
+    """A few SIGKILLs of a whole sweep (experiments/fault_injection_sweep.py runs 30)."""
+    from .conftest import load_script
+
+    fault = load_script("fault_injection_sweep")
+    assert fault.main(["--trials", "3", "--seed", "1", "--json", str(tmp_path / "trials.json")]) == 0
+    trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    assert all(t["kept_unchanged"] and t["identical"] and t["outside_untouched"] for t in trials)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -292,7 +293,13 @@ def prune_main(argv: Sequence[str]) -> int:
     cfg = run_config(args, run)
     model, arch = load_model(run / "model.pt")  # a bad model file fails before the data is read
     splits = load_splits(cfg.data)
-    _, report = prune(model, arch, splits, cfg, options, out, run=run, log=lambda line: print(line, flush=True))
+    made = not out.exists()
+    try:
+        _, report = prune(model, arch, splits, cfg, options, out, run=run, log=lambda line: print(line, flush=True))
+    except UsageError:  # refused input found mid-way (an unreadable capture.pt): leave no half-made --out behind
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(table(report["rows"]))
     print(f"model: {out / 'model.pt'}\nreport: {out / REPORT}")
     return 0
