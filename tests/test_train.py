@@ -273,3 +273,10 @@ def test_the_default_ranks_its_own_pass_where_the_loop_cannot_show_it_training(n
     assert selector_for(eager, splits, resolve_runtime(eager.runtime)).observes_training
     compiled = tiny_config(npz_dir, selection={"selector": "filtered-random"}, runtime={"compile": True})
     assert not selector_for(compiled, splits, resolve_runtime(compiled.runtime)).observes_training
+
+
+def test_a_subset_smaller_than_one_batch_is_said(npz_dir: Path, tmp_path: Path):
+    lines = []
+    train_run(tiny_config(npz_dir, selection={"fraction": 1e-6}, train={"epochs": 1}), tmp_path / "run",
+              log=lines.append)
+    assert any("the subset is 1 image(s), less than one batch of 16" in line for line in lines)
