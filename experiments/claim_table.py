@@ -2,7 +2,7 @@
 of the default's levers, each cell the final test accuracy's mean ± std over the seeds, with the seed count.
 
 Reads run folders (``config.yaml``, ``summary.json``, ``metrics.jsonl``) under the given roots. A folder written
-before the selectors owned their options is read in today's form (``glister_train.retired``): its retired levers
+before the selectors owned their options is read in the current form (``glister_train.retired``): its retired levers
 name its ablation row. Adaptive random's row takes, per condition, the schedule (R = 1 or R = 3) with the higher mean
 final validation accuracy: chosen on validation, reported on test.
 

@@ -265,19 +265,25 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in configs_dir().glob("*.yaml") if p.stem != "base")
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, what: str = "config file") -> Any:
+    """A YAML file's content (``safe_load``: no tag runs code); a missing, non-UTF-8 or invalid file is a one-line
+    ConfigError that calls it ``what``."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text())
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML ({getattr(exc, 'problem', None) or 'parse error'}"
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML ({getattr(exc, 'problem', None) or 'parse error'}"
                           f"{at})") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
     return data

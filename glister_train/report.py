@@ -88,7 +88,7 @@ SCHEDULE = ("selection.select_every", "selection.kappa", "selection.kappa_matche
 
 def run_config(path: Path) -> dict[str, Any]:
     """A run folder's config.yaml, flattened; one written before the selectors owned their options is read in
-    today's form, each retired lever it had on as ``selection.KEY (retired)`` (see :mod:`glister_train.retired`)."""
+    the current form, each retired lever it had on as ``selection.KEY (retired)`` (see :mod:`glister_train.retired`)."""
     from .retired import translate
 
     raw, retired = translate(read_yaml(path))

@@ -1,7 +1,7 @@
 """Run folders written before the selectors owned their options (commit 046875f and earlier), read for reports.
 
 Then one ``glister`` selector read 26 keys; ``sampling: soft`` with ``temperature: .inf`` was in truth the
-validation-calibrated filter that is ``filtered-random`` now. :func:`translate` maps such a config onto today's
+validation-calibrated filter that is ``filtered-random`` now. :func:`translate` maps such a config onto the current
 selectors and names every retired lever that was switched on, so that ``report`` and
 ``experiments/claim_table.py`` label those runs for what they ran. Such a folder is not resumed
 (:func:`config.load_file` refuses it with a one-line message).
@@ -26,8 +26,8 @@ GLISTER_KEYS = ("greedy", "block_size", "epsilon", "eta", "last_layer", "lookahe
 
 
 def retired_keys(raw: dict[str, Any]) -> list[str]:
-    """The old selection keys a raw config mapping sets that its selector does not own today (empty for a config
-    of today's selectors)."""
+    """The old selection keys a raw config mapping sets that its selector does not own now (empty for a config
+    of the current selectors)."""
     import dataclasses
 
     from .selection import SELECTORS
@@ -41,7 +41,7 @@ def retired_keys(raw: dict[str, Any]) -> list[str]:
 
 
 def translate(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the config with its selection section in today's form, the retired levers it had on: key -> value)."""
+    """(the config with its selection section in the current form, the retired levers it had on: key -> value)."""
     if not retired_keys(raw):
         return raw, {}
     old = dict(raw["selection"])

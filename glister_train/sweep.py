@@ -55,8 +55,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .choices import SELECTOR_NAMES
 from .errors import UsageError
 from .io import TMP_SUFFIX
@@ -67,17 +65,9 @@ SHORT = {"selector": "", "fraction": "f", "seed": "s", "select_every": "r", "kap
 
 def read_grid(grid_file: Path) -> dict[str, Any]:
     """The grid file as a mapping, or a UsageError naming what is wrong with it (no YAML tag runs code)."""
-    if not grid_file.is_file():
-        raise UsageError(f"sweep: grid file {str(grid_file)!r} does not exist")
-    try:
-        spec = yaml.safe_load(grid_file.read_text()) or {}
-    except UnicodeDecodeError:
-        raise UsageError(f"sweep: {str(grid_file)!r} is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise UsageError(f"sweep: {str(grid_file)!r} is not valid YAML ({getattr(exc, 'problem', None) or 'parse error'}"
-                         f"{at})") from None
+    from .config import load_yaml
+
+    spec = load_yaml(grid_file, "sweep: grid file") or {}
     if not isinstance(spec, dict):
         raise UsageError(f"sweep: {str(grid_file)!r} must hold a mapping with 'grid' and/or 'points', "
                          f"not a {type(spec).__name__}")

@@ -49,7 +49,7 @@ def record(selection: dict) -> dict:
     return {"subsets": subsets, "epochs": epochs}
 
 
-# today's options for each recorded variant (the reference's keys)
+# the current options of each recorded variant (the reference's keys)
 VARIANTS = {"default": {}, "margin": {"rank_by": "margin"}, "scale": {"drop_share_scale": 1.5},
             "size_quotas": {"class_budget": "size"}}
 
