@@ -190,6 +190,9 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     metrics.update(epoch_time=epoch_time, epoch_cpu_time=epoch_cpu_time, select_time=select_time,
                    subset_size=len(loader.selection),
                    lr=opt.param_groups[0]["lr"])
+    if state.rt.device.type == "cuda":  # the epoch's peak, selection and evaluation included
+        metrics["gpu_peak_mb"] = torch.cuda.max_memory_allocated(state.rt.device) / 2**20
+        torch.cuda.reset_peak_memory_stats(state.rt.device)
     if selection is not None:
         metrics.update({k: v for k, v in selection.stats.items() if k.startswith("select_") and k != "select_time"})
         log(selection_line(epoch + 1, selection.stats))

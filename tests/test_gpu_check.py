@@ -1,0 +1,30 @@
+"""experiments/gpu_check.py on the CPU: its arguments and its JSON, with a tiny configuration (the GPU runs it at
+full size)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import load_script
+
+
+def test_bad_arguments_exit_2(tmp_path: Path):
+    gpu_check = load_script("gpu_check")
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main([str(tmp_path), "--epochs", "0"])
+    assert exit_.value.code == 2
+
+
+@pytest.mark.slow
+def test_the_check_runs_on_the_cpu_and_writes_every_figure(tmp_path: Path):
+    gpu_check = load_script("gpu_check")
+    code = gpu_check.main([str(tmp_path), "--device", "cpu", "--images", "400", "--test-images", "80", "--width", "4",
+                           "--epochs", "2", "--batches", "32", "--no-tests"])
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert code == 0 and [r["run"] for r in report["runs"]] == ["full", "filtered-random 30%", "glister 30%"]
+    for row in report["runs"]:
+        assert row["epoch_s"] > 0 and row["images_per_s"] > 0 and row["subset"] == (360 if row["run"] == "full" else 108)
+        assert row["run"] == "full" or 0 < row["of_full_epoch_r20"] <= row["of_full_epoch"]
