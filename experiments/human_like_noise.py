@@ -31,6 +31,7 @@ The data (labels files) stay out of the repository; ``noise.json`` is small and 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -134,6 +135,10 @@ def main() -> None:
     np.save(args.out / "trusted.npy", trusted)
     pool = pool.numpy()
     report = {"made_by": " ".join(sys.argv), "reference_test_acc_on_pool_images": summary["final_test_acc"],
+              # the labels' own digests (of the int64 arrays' bytes): a rerun elsewhere can check it made the same
+              "sha256": {"train": hashlib.sha256(labels.astype(np.int64).tobytes()).hexdigest(),
+                         "trusted": hashlib.sha256(trusted.astype(np.int64).tobytes()).hexdigest()},
+              "reference_precision": cfg.runtime.precision,
               "reference_epochs": args.epochs, "rate": args.rate, "trusted_rate": args.trusted_rate,
               "train": describe(y, labels, own, pool), "trusted": describe(y, trusted, own, pool)}
     (args.out / "noise.json").write_text(json.dumps(report, indent=2) + "\n")
