@@ -28,7 +28,7 @@ import json
 import math
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,12 @@ def label_runs(runs: list[RunRecord]) -> None:
     by their schedule only.
     """
     keys = sorted({k for r in runs for k in r.config if not k.startswith(NOT_A_SETTING)})
-    varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
+    subset_runs = [r for r in runs if r.selector != "full"] or runs
+    # a full-data run on a shorter schedule (the budget of a subset run) is a baseline within the subset runs'
+    # condition, not a condition of its own: its epochs name it instead
+    varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in (subset_runs if k == "train.epochs"
+                                                                               else runs)}) > 1]
+    epochs = Counter(r.config.get("train.epochs") for r in subset_runs).most_common(1)[0][0] if runs else None
     for run in runs:
         run.condition = " ".join(f"{k.split('.')[-1]}={run.config.get(k)}" for k in varying
                                  if not k.startswith("selection.")) or "-"
@@ -122,6 +127,8 @@ def label_runs(runs: list[RunRecord]) -> None:
             f"{k.split('.')[-1]}={run.config.get(k)}" for k in own if k in run.config
             and (k in SCHEDULE or k in mine or k.endswith("(retired)"))
             and (run.config.get(k) != mine.get(k) or k == "selection.select_every")]
+        if run.selector == "full" and "train.epochs" not in varying and run.config.get("train.epochs") != epochs:
+            parts = [f"epochs={run.config.get('train.epochs')}"]
         run.label = " ".join([run.selector, *parts])
         run.headline = all(part.startswith(("select_every=", "class_budget=")) for part in parts)
 
@@ -335,6 +342,7 @@ def table(runs: list[RunRecord]) -> list[dict[str, Any]]:
             "pool_noisy_share": _mean_or_none([_selection_mean(r, "select_pool_noisy_share") for r in members]),
         }
         row.update(against_full(full, members, final[1]))
+        row.update(against_budget_full(groups, condition, members, final))
         row.update(against_random(groups, condition, fraction, members, final[1], selector))
         rows.append(row)
     return rows
@@ -355,6 +363,21 @@ def against_full(full: list[RunRecord] | None, members: list[RunRecord], std: fl
     spread = std + _mean_std([r.summary["final_test_acc"] for r in full])[1]
     return {"equal_time_full_acc": timed[1], "vs_full_equal_time": diff,
             "verdict_full_equal_time": verdict(diff, spread) if seeded else "1 seed"}
+
+
+def against_budget_full(groups, condition: str, members: list[RunRecord], final: tuple[float, float]) -> dict[str, Any]:
+    """Against full data trained on a schedule of about the subset run's cost (``full epochs=N``), each read at the
+    end of its own schedule: what a user with that budget would run instead."""
+    budget = [g for (c, label, _), g in groups.items() if c == condition and label.startswith("full epochs=")]
+    if not budget or members[0].selector == "full":
+        return {"budget_full_label": None, "vs_full_budget": None, "verdict_full_budget": "-"}
+    runs = min(budget, key=lambda g: abs(sum(r.epoch_time for r in g) / len(g) * len(g[0].metrics)
+                                          - sum(r.epoch_time for r in members) / len(members) * len(members[0].metrics)))
+    accs = _mean_std([r.summary["final_test_acc"] for r in runs])
+    diff = final[0] - accs[0]
+    seeded = len(members) > 1 and len(runs) > 1
+    return {"budget_full_label": runs[0].label, "vs_full_budget": diff,
+            "verdict_full_budget": verdict(diff, final[1] + accs[1]) if seeded else "1 seed"}
 
 
 def against_random(groups, condition: str, fraction: float, members: list[RunRecord], std: float,
@@ -394,9 +417,10 @@ def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
     unit = UNITS[clock]
     at = "{:.1f} full epochs" if clock == "epochs" else "{:.0f} s"
     lines = [f"| condition | run | fraction | seeds | epoch time ({unit}, selection incl.) | cost vs full | final test acc (%) | "
-             "vs full, equal epochs (pts) | vs full, equal time (pts) | vs adaptive random, equal epochs (pts) | "
-             "vs adaptive random, equal time (pts) | wrong labels chosen / pool (%) | selection total (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "vs full, equal epochs (pts) | vs full, equal time (pts) | vs full on a budget-matched schedule (pts) | "
+             "vs adaptive random, equal epochs (pts) | vs adaptive random, equal time (pts) | "
+             "wrong labels chosen / pool (%) | selection total (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         epochs = "-" if r["vs_adaptive_random"] is None else \
             f"{pct(r['vs_adaptive_random'], True)} ({r['verdict_equal_epochs']})"
@@ -407,11 +431,14 @@ def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
             f"{pct(r['vs_full_equal_time'], True)} ({r['verdict_full_equal_time']}; full data: "
             f"{pct(r['equal_time_full_acc'])})")
         noise = "-" if r["pool_noisy_share"] is None else f"{pct(r['noisy_share'])} / {pct(r['pool_noisy_share'])}"
+        budget = "-" if r.get("vs_full_budget") is None else (
+            f"{pct(r['vs_full_budget'], True)} ({r['verdict_full_budget']}; {r['budget_full_label']})")
         lines.append(
             f"| {r['condition']} | {r['label']} | {r['fraction']:g} | {len(r['seeds'])} | {r['epoch_time']:.2f} | "
             f"{pct(r['cost_vs_full'])}{'%' if r['cost_vs_full'] is not None else ''} | "
             f"{pct(r['final_test_acc'])} ± {pct(r['final_test_acc_std'])} | "
-            f"{pct(r['vs_full'], True)} | {full_timed} | {epochs} | {timed} | {noise} | {r['select_time']:.1f} |")
+            f"{pct(r['vs_full'], True)} | {full_timed} | {budget} | {epochs} | {timed} | {noise} | "
+            f"{r['select_time']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

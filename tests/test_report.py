@@ -265,3 +265,21 @@ def test_a_bad_folder_is_skipped_with_a_warning_and_the_rest_reported(npz_dir: P
     assert len(err.strip().splitlines()) == len(breakages)
     reported = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [r["seeds"] for r in reported["rows"]] == [[0]]  # the good run alone
+
+
+def test_full_data_on_a_budget_matched_schedule_is_a_baseline_in_the_same_condition():
+    """Full data run for fewer epochs (what the subset runs cost) is named by its epochs in their condition and
+    compared at the end of its own schedule, beside the long full-data run read at equal time."""
+    from glister_train.report import label_runs, table
+
+    long = [_hand_run("full", s, [10] * 6, [0.3, 0.5, 0.6, 0.7, 0.8, 0.9], **{"train.epochs": 6}) for s in (0, 1)]
+    budget = [_hand_run("full", s, [10] * 2, [0.4, 0.62 + 0.01 * s], **{"train.epochs": 2}) for s in (0, 1)]
+    subset = [_hand_run("filtered-random", s, [3] * 6, [0.3, 0.4, 0.5, 0.55, 0.6, 0.65 + 0.01 * s],
+                        **{"train.epochs": 6}) for s in (0, 1)]
+    runs = long + budget + subset
+    label_runs(runs)
+    assert {r.condition for r in runs} == {"-"} and {r.label for r in budget} == {"full epochs=2"}
+    row = next(r for r in table(runs) if r["selector"] == "filtered-random")
+    assert row["budget_full_label"] == "full epochs=2"
+    assert row["vs_full_budget"] == pytest.approx(0.655 - 0.625)  # final against final
+    assert row["vs_full"] == pytest.approx(0.655 - 0.9)  # the long run, at equal epochs, as before
