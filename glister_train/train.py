@@ -218,6 +218,17 @@ def skip_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log
                         state.totals, state.capture)
 
 
+# on an accelerator a host-side check of every step's loss would stall its queue each step: there the steps run on
+# and a non-finite loss is looked for every this many steps and at the end of the epoch (it stops training all the
+# same, naming the first bad step; the epoch is never checkpointed)
+CHECK_EVERY = 200
+
+
+def checks_each_step(rt: Runtime) -> bool:
+    """Whether a step's loss is checked on the host before its update (on a CPU that costs nothing)."""
+    return rt.device.type == "cpu"
+
+
 def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim.Optimizer, rt: Runtime,
                 epoch: int, show_bar: bool, frozen: list[nn.Module] = ()) -> tuple[float, float]:
     """One pass over the current subset; returns the weighted mean loss and the accuracy (over all ranks)."""
@@ -227,10 +238,16 @@ def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim
     loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     weight_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=rt.device)  # the first non-finite step, on the device
+    each_step = checks_each_step(rt)
     seen = 0
     observe = loader.observes_training  # the selector watches this pass: it gets each example's logits
     for step, batch in enumerate(loader):
-        loss = train_step(model, batch, opt, rt, epoch, step, progress)
+        loss = train_step(model, batch, opt, rt, epoch, step, progress, check=each_step)
+        if not each_step:
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.value), step, first_bad)
+            if (step + 1) % CHECK_EVERY == 0:
+                stop_if_diverged(first_bad, epoch, progress)
         if observe:
             loader.observe(batch.idx, batch.y, loss.logits)
         loss_sum += (loss.losses * batch.w).sum()
@@ -238,9 +255,19 @@ def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim
         correct += (loss.logits.argmax(1) == batch.y).sum()
         seen += len(batch.y)
         progress.update(step + 1, loss.value)
+    if not each_step:
+        stop_if_diverged(first_bad, epoch, progress)
     progress.close()
     loss_sum, weight_sum, correct, seen = distributed.all_sum([float(loss_sum), float(weight_sum), float(correct), seen])
     return loss_sum / weight_sum, correct / seen
+
+
+def stop_if_diverged(first_bad: torch.Tensor, epoch: int, progress: Progress) -> None:
+    """TrainingDiverged naming the first non-finite step, if there was one (one host sync)."""
+    step = int(first_bad)
+    if step >= 0:
+        progress.close()
+        raise TrainingDiverged(epoch + 1, step + 1, float("nan"))
 
 
 @dataclass
@@ -251,13 +278,14 @@ class StepResult:
 
 
 def train_step(model: nn.Module, batch: Any, opt: torch.optim.Optimizer, rt: Runtime, epoch: int, step: int,
-               progress: Progress) -> StepResult:
-    """Forward, weighted loss, backward, SGD step; a non-finite loss stops training before the step."""
+               progress: Progress, check: bool = True) -> StepResult:
+    """Forward, weighted loss, backward, SGD step; with ``check``, a non-finite loss stops training before the
+    step (without it the caller looks for one later, see ``CHECK_EVERY``)."""
     with rt.autocast():
         logits = model(batch.x)
     losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
     loss = batch.loss(losses)
-    if not torch.isfinite(loss):
+    if check and not torch.isfinite(loss):
         progress.close()
         raise TrainingDiverged(epoch + 1, step + 1, float(loss.detach()))
     opt.zero_grad(set_to_none=True)

@@ -280,3 +280,46 @@ def test_a_subset_smaller_than_one_batch_is_said(npz_dir: Path, tmp_path: Path):
     train_run(tiny_config(npz_dir, selection={"fraction": 1e-6}, train={"epochs": 1}), tmp_path / "run",
               log=lines.append)
     assert any("the subset is 1 image(s), less than one batch of 16" in line for line in lines)
+
+
+def test_on_an_accelerator_the_step_never_waits_for_the_host(npz_dir: Path, tmp_path: Path, monkeypatch):
+    """Where each step's loss is not checked on the host (a GPU), an epoch reads device values a fixed number of
+    times, however many steps it has: no .item() or bool() per step. Run here on the CPU with that mode forced."""
+    import glister_train.train as train_module
+    from glister_train.runtime import resolve_runtime
+    from glister_train.train import setup, train_epoch
+
+    monkeypatch.setattr(train_module, "checks_each_step", lambda rt: False)
+    reads = {"n": 0}
+    for name in ("__bool__", "item", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original):
+            reads["n"] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = {}
+    for batch_size in (32, 8):  # 3 steps, then 12
+        cfg = tiny_config(npz_dir, train={"batch_size": batch_size})
+        state = setup(cfg, load_splits(cfg.data), log=quiet)
+        state.loader.reselect_if_due(0, state.model)
+        reads["n"] = 0
+        train_epoch(state.model, state.loader, state.opt, resolve_runtime(cfg.runtime), 0, False)
+        counts[len(state.loader)] = reads["n"]
+    assert len(set(counts.values())) == 1, counts  # the same reads for 3 steps as for 12
+
+
+def test_on_an_accelerator_a_nan_still_stops_training_naming_the_first_bad_step(npz_dir: Path, tmp_path: Path,
+                                                                                monkeypatch):
+    import glister_train.train as train_module
+
+    monkeypatch.setattr(train_module, "checks_each_step", lambda rt: False)
+    cfg = tiny_config(npz_dir, train={"epochs": 6, "lr": 1e6}, runtime={"precision": "fp32"})
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch \d+, step \d+") as deferred:
+        train_run(cfg, tmp_path / "deferred", log=quiet)
+    monkeypatch.setattr(train_module, "checks_each_step", lambda rt: True)
+    with pytest.raises(TrainingDiverged) as checked:
+        train_run(cfg, tmp_path / "checked", log=quiet)
+    assert (deferred.value.epoch, deferred.value.step) == (checked.value.epoch, checked.value.step)
+    assert json.loads((tmp_path / "deferred" / "summary.json").read_text())["status"] == "failed"
