@@ -169,8 +169,8 @@ def headline(cells: dict) -> str:
         lines.append(f"| {row} | " + " | ".join(values) + " |")
     picks = "; ".join(f"{m}: " + ", ".join(f"{c} R = {chosen[m][c].rsplit('= ', 1)[1]}" for c in COLUMNS
                                            if chosen[m][c]) for m in chosen if any(chosen[m].values()))
-    note = (f"Final test accuracy (%), mean ± std over 3 seeds unless (n) says otherwise; each at 30% of the data but "
-            f"full data. The random baselines' R, chosen on validation accuracy: {picks}. GLISTER ran with the "
+    note = (f"Final test accuracy (%), mean ± std over 3 seeds unless (n) says otherwise; the subset runs train on 30% "
+            f"of the data. The random baselines' R, chosen on validation accuracy: {picks}. GLISTER ran with the "
             "validation set's class mix, except seed 0 under symmetric noise (the pool's). The default's clean cells "
             "ran with the pool's class mix, which on clean data draws the same subsets.")
     return "\n".join([*lines, "", *textwrap.wrap(note, 110)])
