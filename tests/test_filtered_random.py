@@ -141,3 +141,15 @@ def test_bad_options_name_the_key(options, message):
 
     with pytest.raises(ConfigError, match=f"selection.{message}"):
         FilteredRandomOptions(**options)
+
+
+def test_what_the_pass_shows_it_stays_on_the_device_that_computed_it():
+    """On a GPU a copy of each step's logits to the host would stall the step: the records stay where the logits
+    are (the meta device stands in for a GPU here), and a checkpoint holds them on the CPU."""
+    sel = selector(train_size=10, rank_by="margin")
+    sel.observe(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 0], device="meta"),
+                torch.randn(4, 4, device="meta"))
+    assert {v.device.type for v in sel.records.values()} == {"meta"}
+    cpu = selector(train_size=10)
+    cpu.observe(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.randn(2, 4))
+    assert {v.device.type for v in cpu.state_dict()["records"].values()} == {"cpu"}

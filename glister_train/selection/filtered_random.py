@@ -82,26 +82,31 @@ class FilteredRandomSelector:
     # ------------------------------------------------------------ what the loop shows it
 
     def observe(self, indices: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
-        n, logits = self.train_size, logits.detach().float().cpu()
+        """Keep what the pass computed, where it computed it: on a GPU the records stay there, so a training step
+        never waits for a copy to the host."""
+        n, logits, device = self.train_size, logits.detach().float(), logits.device
         if not self.records:
-            self.records = {"logits": torch.zeros(n, logits.shape[1]), "seen": torch.zeros(n, dtype=torch.bool),
-                            "times_seen": torch.zeros(n, dtype=torch.int32)}
+            self.records = {"logits": torch.zeros(n, logits.shape[1], device=device),
+                            "seen": torch.zeros(n, dtype=torch.bool, device=device),
+                            "times_seen": torch.zeros(n, dtype=torch.int32, device=device)}
             if self.options.rank_by == "margin":
-                self.records["margin_sum"] = torch.zeros(n, dtype=torch.float64)
+                self.records["margin_sum"] = torch.zeros(n, dtype=torch.float64, device=device)
+        indices = indices.to(device, non_blocking=True)
         self.records["logits"][indices] = logits
         self.records["seen"][indices] = True
         self.records["times_seen"][indices] += 1
         if "margin_sum" in self.records:
-            self.records["margin_sum"][indices] += label_margins(logits, labels.cpu()).double()
+            self.records["margin_sum"][indices] += label_margins(logits, labels.to(device)).double()
 
     def observe_validation(self, features: torch.Tensor) -> None:
         self.val_features = features
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": self.records, "val_features": self.val_features}
+        return {"records": {k: v.cpu() for k, v in self.records.items()}, "val_features": self.val_features}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.records, self.val_features = state["records"], state["val_features"]
+        self.records = {k: v.to(self.env.device) for k, v in state["records"].items()}
+        self.val_features = state["val_features"]
 
     # ------------------------------------------------------------ selections
 
@@ -156,16 +161,17 @@ class FilteredRandomSelector:
             rank = cache["rank"]
             return torch.ones(n, dtype=torch.bool), rank, wrong_label_share(
                 float(cache["agree"]), cache["zv"], cache["yv"], self.options.drop_share_scale)
-        seen = self.records["seen"] if self.records else torch.zeros(n, dtype=torch.bool)
+        records = {k: v.cpu() for k, v in self.records.items()}  # once a selection or redraw, not once a step
+        seen = records["seen"] if records else torch.zeros(n, dtype=torch.bool)
         if not seen.any():
             return seen, torch.ones(n), 0.0
-        logits = self.records["logits"][seen]
+        logits = records["logits"][seen]
         if not torch.isfinite(logits).all():
             raise NonFiniteSelection("non-finite logits in the training pass's records")
         share = wrong_label_share(float(cache["agree"]), cache["zv"], cache["yv"], self.options.drop_share_scale)
         margin = self.options.rank_by == "margin"
         if margin:  # the area under the margin: a wrong label is learnt late, by memorizing, against its image
-            known = (self.records["margin_sum"] / self.records["times_seen"].clamp_min(1)).float()[seen]
+            known = (records["margin_sum"] / records["times_seen"].clamp_min(1)).float()[seen]
         else:
             known = torch.softmax(logits, 1)[torch.arange(int(seen.sum())), y[seen]]
         # never-seen examples rank as fully confident: not set aside for want of a record
