@@ -28,6 +28,7 @@ import json
 import math
 import statistics
 import sys
+import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ def label_runs(runs: list[RunRecord]) -> None:
     epochs = Counter(r.config.get("train.epochs") for r in subset_runs).most_common(1)[0][0] if runs else None
     for run in runs:
         run.condition = " ".join(f"{k.split('.')[-1]}={run.config.get(k)}" for k in varying
-                                 if not k.startswith("selection.")) or "-"
+                                 if not k.startswith("selection.") and run.config.get(k) != "") or "-"
     own = [k for k in varying if k.startswith("selection.")]
     defaults = {selector: selector_defaults(selector) for selector in {r.selector for r in runs}}
     for run in runs:
@@ -130,7 +131,7 @@ def label_runs(runs: list[RunRecord]) -> None:
         if run.selector == "full" and "train.epochs" not in varying and run.config.get("train.epochs") != epochs:
             parts = [f"epochs={run.config.get('train.epochs')}"]
         run.label = " ".join([run.selector, *parts])
-        run.headline = all(part.startswith(("select_every=", "class_budget=")) for part in parts)
+        run.headline = all(part.startswith(("select_every=", "class_budget=", "epochs=")) for part in parts)
 
 
 CLOCKS = {"wall": "epoch_time", "cpu": "epoch_cpu_time", "epochs": "epoch_cost"}
@@ -518,7 +519,7 @@ def curve_figure(plt: Any, groups: dict[tuple[str, str, float], list[RunRecord]]
         right = subset_window(curves) if x_axis == "time" else None
         if right is not None:
             ax.set_xlim(0, right)  # full data runs on past the edge; its final accuracy is the dotted line
-        ax.set_title(condition if condition != "-" else "", fontsize=10)
+        ax.set_title("\n".join(textwrap.wrap(condition, 70)), fontsize=9)
         ax.set_xlabel("epoch" if x_axis == "epoch" else f"training time, selection included ({unit})")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
