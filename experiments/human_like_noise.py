@@ -117,7 +117,8 @@ def main() -> None:
 
     model, _ = load_model(reference_run / "model.pt")
     model.eval()
-    mean, std = load_splits(cfg.data).mean, load_splits(cfg.data).std  # the normalization it trained with
+    reference_splits = load_splits(cfg.data)  # its normalization: the one it trained with
+    mean, std = reference_splits.mean, reference_splits.std
     probs = []
     with torch.no_grad():
         for i in range(0, len(y), 1000):

@@ -45,6 +45,7 @@ options after ``--`` (``--role``, ``--data``, ``--instance-type``, ``--spot`` ..
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -96,9 +97,15 @@ def point_selector(point: dict[str, Any], spec: dict[str, Any]) -> str:
         return str(point["selector"])
     if "selection.selector" in (spec.get("set") or {}):
         return str(spec["set"]["selection.selector"])
+    return preset_selector(str(spec.get("preset") or ""))
+
+
+@functools.cache
+def preset_selector(preset: str) -> str:
+    """The selector a preset names (read once per preset, not once per point)."""
     from .config import load_preset
 
-    return load_preset(str(spec.get("preset") or "")).selection.selector
+    return load_preset(preset).selection.selector
 
 
 def selector_options(point: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -37,7 +37,7 @@ def budget_quotas(groups: torch.Tensor, budget: int, num_groups: int,
 def class_quotas(groups: torch.Tensor, budget: int, num_groups: int, mix: str, val_y: torch.Tensor) -> torch.Tensor:
     """Each class's share of the budget: in proportion to its size in the pool (``mix: size``) or to its share of
     the validation set (``val_share``: with skewed training classes and a balanced trusted set, a balanced subset)."""
-    if mix in ("size", "none") or num_groups == 1:
+    if mix == "size" or num_groups == 1:
         return budget_quotas(groups, budget, num_groups)
     return budget_quotas(groups, budget, num_groups, torch.bincount(val_y, minlength=num_groups).double())
 
