@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from glister_train.config import TrainConfig  # noqa: E402
 from glister_train.retired import translate  # noqa: E402
 
 SMALL_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
@@ -64,7 +65,8 @@ def method(cfg: dict[str, Any]) -> str:
     if s.get("kappa_matched"):
         schedule.append(f"compute-matched warm start, kappa {s['kappa']:g}")
     if selector == "full":
-        epochs = cfg.get("train", {}).get("epochs", 45)
+        train = cfg.get("train", {})
+        epochs = TrainConfig(epochs=train.get("epochs", 45), budget_fraction=train.get("budget_fraction", 1.0)).scheduled_epochs
         return FULL if epochs == 45 else FULL_BUDGET if epochs == 14 else f"full data, {epochs} epochs"
     if selector == "adaptive-random":
         if s.get("class_budget", "none") == "val_share":

@@ -20,6 +20,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--select-every": ("selection.select_every", int, "epochs between selections (R)"),
     "--kappa": ("selection.kappa", float, "share of the epochs trained on full data before selection, in [0, 1)"),
     "--epochs": ("train.epochs", int, "number of epochs"),
+    "--budget-fraction": ("train.budget_fraction", float,
+                          "selector full: train ceil(F x epochs) epochs, the budget of a run at fraction F"),
     "--batch-size": ("train.batch_size", int, "training batch size"),
     "--lr": ("train.lr", float, "initial learning rate (cosine schedule)"),
     "--capture-epochs": ("train.capture_epochs", int, "record per-filter statistics for pruning in the last N epochs"),

@@ -100,6 +100,15 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on validation and test every N epochs (and always at the end)
     eval_batch_size: int = 0  # 0 = auto: 64 on a CPU (measured fastest there: experiments/README.md, "CPU speed"), 256 on a GPU
     capture_epochs: int = 0  # > 0: collect per-filter statistics (capture.pt) during the last N epochs, for pruning
+    # full data on a subset run's budget: train ceil(budget_fraction * epochs) epochs, the whole cosine schedule over
+    # them (selector full only; 1 = all of them). 0.3 gives the baseline a 30% run competes with at equal compute
+    budget_fraction: float = 1.0
+
+    @property
+    def scheduled_epochs(self) -> int:
+        """The epochs this run trains: ``epochs``, or the fewest full-data epochs that cost at least
+        ``budget_fraction`` of them (``0.3 x 45 = 13.5 -> 14``), never fewer than 1."""
+        return max(1, math.ceil(self.budget_fraction * self.epochs - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -343,8 +352,12 @@ def validate(cfg: Config) -> Config:
     check(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
     check(0 <= t.weight_decay < math.inf, "train.weight_decay", t.weight_decay, "a finite number >= 0")
     check(t.eval_every >= 1, "train.eval_every", t.eval_every, "an integer >= 1")
-    check(0 <= t.capture_epochs <= t.epochs, "train.capture_epochs", t.capture_epochs,
-          f"between 0 and train.epochs ({t.epochs})")
+    check(0 < t.budget_fraction <= 1, "train.budget_fraction", t.budget_fraction,
+          "in (0, 1], e.g. 0.3 for full data on a 30% run's budget")
+    check(t.budget_fraction == 1 or s.selector == "full", "train.budget_fraction", t.budget_fraction,
+          f"1 with selector {s.selector} (it shortens a full-data run; a subset run's budget is selection.fraction)")
+    check(0 <= t.capture_epochs <= t.scheduled_epochs, "train.capture_epochs", t.capture_epochs,
+          f"between 0 and the epochs trained ({t.scheduled_epochs})")
     choice("data.dataset", d.dataset, DATASETS)
     check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in (0, 1), e.g. 0.1")
     check(d.train_limit >= 0, "data.train_limit", d.train_limit, ">= 0 (0 = the whole training pool)")

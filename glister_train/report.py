@@ -6,8 +6,10 @@ arrive aggregated, so those runs have no per-epoch curves) or from an MLflow sto
 --mlflow-experiment NAME``, with full metric histories). They are grouped by selector and fraction (``full``
 at 1.0); seeds are averaged. Epoch time is the mean of ``epoch_time`` over a run's epochs, so the selection
 epochs' extra cost is spread over the epochs it serves (a median would hide it). Each subset run is compared
-with full data (at equal epochs: their final accuracies; at equal time: full data's accuracy when it had spent
-what the subset run did) and with adaptive random at its best schedule, at equal epochs and at equal time.
+with full data at full length (the ceiling, at equal epochs), with full data trained on a schedule of the subset
+run's budget (``train.budget_fraction``, each read at the end of its own schedule), with adaptive random at its best
+schedule (class-balanced random among them), at equal epochs and at equal time, and with the best of those
+baselines, chosen by validation accuracy, at equal compute. No run is compared with another read mid-schedule.
 
 ``--clock`` says what every time (epoch times, the equal-time comparison, the time axis) is measured in:
 - ``wall``: seconds, as the runs measured them.
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, flatten, merge, read_yaml, trained_fraction, validate
+from .config import Config, TrainConfig, flatten, merge, read_yaml, trained_fraction, validate
 from .errors import UsageError
 from .io import atomic_write_json, atomic_write_text
 from .provenance import provenance
@@ -97,6 +99,19 @@ def run_config(path: Path) -> dict[str, Any]:
     return {**cfg, **{f"selection.{k} (retired)": v for k, v in retired.items()}}
 
 
+# how long a run's schedule is: for full data, a baseline's budget rather than a condition
+SCHEDULE_LENGTH = ("train.epochs", "train.budget_fraction")
+
+
+def trained_epochs(run: RunRecord) -> int | None:
+    """The epochs the run's schedule spans (``train.budget_fraction`` shortens a full-data run's)."""
+    if "train.epochs" not in run.config:
+        return None
+    # a tracker's parameters arrive as strings
+    return TrainConfig(epochs=int(float(run.config["train.epochs"])),
+                       budget_fraction=float(run.config.get("train.budget_fraction", 1.0))).scheduled_epochs
+
+
 def selector_defaults(selector: str) -> dict[str, Any]:
     return flatten(validate(merge(Config(), {"selection": {"selector": selector}})))
 
@@ -113,10 +128,10 @@ def label_runs(runs: list[RunRecord]) -> None:
     keys = sorted({k for r in runs for k in r.config if not k.startswith(NOT_A_SETTING)})
     subset_runs = [r for r in runs if r.selector != "full"] or runs
     # a full-data run on a shorter schedule (the budget of a subset run) is a baseline within the subset runs'
-    # condition, not a condition of its own: its epochs name it instead
-    varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in (subset_runs if k == "train.epochs"
+    # condition, not a condition of its own: the epochs it trained name it instead
+    varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in (subset_runs if k in SCHEDULE_LENGTH
                                                                                else runs)}) > 1]
-    epochs = Counter(r.config.get("train.epochs") for r in subset_runs).most_common(1)[0][0] if runs else None
+    epochs = Counter(trained_epochs(r) for r in subset_runs).most_common(1)[0][0] if runs else None
     for run in runs:
         run.condition = " ".join(f"{k.split('.')[-1]}={run.config.get(k)}" for k in varying
                                  if not k.startswith("selection.") and run.config.get(k) != "") or "-"
@@ -128,8 +143,8 @@ def label_runs(runs: list[RunRecord]) -> None:
             f"{k.split('.')[-1]}={run.config.get(k)}" for k in own if k in run.config
             and (k in SCHEDULE or k in mine or k.endswith("(retired)"))
             and (run.config.get(k) != mine.get(k) or k == "selection.select_every")]
-        if run.selector == "full" and "train.epochs" not in varying and run.config.get("train.epochs") != epochs:
-            parts = [f"epochs={run.config.get('train.epochs')}"]
+        if run.selector == "full" and "train.epochs" not in varying and trained_epochs(run) != epochs:
+            parts = [f"epochs={trained_epochs(run)}"]
         run.label = " ".join([run.selector, *parts])
         run.headline = all(part.startswith(("select_every=", "class_budget=", "epochs=")) for part in parts)
 
@@ -322,9 +337,10 @@ def table(runs: list[RunRecord]) -> list[dict[str, Any]]:
     for (condition, label, fraction), members in sorted(
             groups.items(), key=lambda kv: (kv[0][0], kv[0][2], order.get(kv[1][0].selector, 9), kv[0][1])):
         selector = members[0].selector
-        full = groups.get((condition, "full", 1.0)) or next(
-            (g for (c, lab, _), g in groups.items() if c == condition and g[0].selector == "full"), None)
-        full_epoch = statistics.fmean(r.epoch_time for r in full) if full else None
+        full = groups.get((condition, "full", 1.0))  # at full length: the ceiling
+        # any full-data run's epochs cost the same: the unit of cost
+        unit = full or next((g for (c, _, _), g in groups.items() if c == condition and g[0].selector == "full"), None)
+        full_epoch = statistics.fmean(r.epoch_time for r in unit) if unit else None
         full_acc = statistics.fmean(r.summary["final_test_acc"] for r in full) if full else None
         final = _mean_std([r.summary["final_test_acc"] for r in members])
         best = _mean_std([r.summary["best_test_acc"] for r in members])
@@ -342,9 +358,9 @@ def table(runs: list[RunRecord]) -> list[dict[str, Any]]:
             "noisy_share": _mean_or_none([_selection_mean(r, "select_noisy_share") for r in members]),
             "pool_noisy_share": _mean_or_none([_selection_mean(r, "select_pool_noisy_share") for r in members]),
         }
-        row.update(against_full(full, members, final[1]))
         row.update(against_budget_full(groups, condition, members, final))
-        row.update(against_random(groups, condition, fraction, members, final[1], selector))
+        row.update(against_random(groups, condition, fraction, members, selector))
+        row.update(against_best_baseline(groups, condition, fraction, members))
         rows.append(row)
     return rows
 
@@ -354,26 +370,12 @@ def _mean_or_none(values: list[float | None]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def against_full(full: list[RunRecord] | None, members: list[RunRecord], std: float) -> dict[str, Any]:
-    """Full data when it had spent what the subset run did (the bar users know, at equal time): a subset run
-    ends long before full data does, so full data is read mid-schedule on its own curve."""
-    if not full or members[0].selector == "full" or not (timed := equal_time(members, full)):
-        return {"equal_time_full_acc": None, "vs_full_equal_time": None, "verdict_full_equal_time": "-"}
-    diff = timed[0] - timed[1]
-    seeded = len(members) > 1 and len(full) > 1
-    spread = std + _mean_std([r.summary["final_test_acc"] for r in full])[1]
-    return {"equal_time_full_acc": timed[1], "vs_full_equal_time": diff,
-            "verdict_full_equal_time": verdict(diff, spread) if seeded else "1 seed"}
-
-
 def against_budget_full(groups, condition: str, members: list[RunRecord], final: tuple[float, float]) -> dict[str, Any]:
     """Against full data trained on a schedule of about the subset run's cost (``full epochs=N``), each read at the
     end of its own schedule: what a user with that budget would run instead."""
-    budget = [g for (c, label, _), g in groups.items() if c == condition and label.startswith("full epochs=")]
-    if not budget or members[0].selector == "full":
+    runs = budget_full(groups, condition, members)
+    if runs is None:
         return {"budget_full_label": None, "vs_full_budget": None, "verdict_full_budget": "-"}
-    runs = min(budget, key=lambda g: abs(sum(r.epoch_time for r in g) / len(g) * len(g[0].metrics)
-                                          - sum(r.epoch_time for r in members) / len(members) * len(members[0].metrics)))
     accs = _mean_std([r.summary["final_test_acc"] for r in runs])
     diff = final[0] - accs[0]
     seeded = len(members) > 1 and len(runs) > 1
@@ -381,22 +383,76 @@ def against_budget_full(groups, condition: str, members: list[RunRecord], final:
             "verdict_full_budget": verdict(diff, final[1] + accs[1]) if seeded else "1 seed"}
 
 
-def against_random(groups, condition: str, fraction: float, members: list[RunRecord], std: float,
-                   selector: str) -> dict[str, Any]:
+def budget_full(groups, condition: str, members: list[RunRecord]) -> list[RunRecord] | None:
+    """The full-data runs on a shortened schedule (``full epochs=N``) whose whole run cost nearest the subset run's."""
+    budget = [g for (c, label, _), g in groups.items() if c == condition and label.startswith("full epochs=")]
+    if not budget or members[0].selector == "full":
+        return None
+
+    def cost(group: list[RunRecord]) -> float:
+        return statistics.fmean(r.epoch_time * len(r.metrics) for r in group)
+
+    return min(budget, key=lambda g: abs(cost(g) - cost(members)))
+
+
+def random_groups(groups, condition: str, fraction: float) -> list[list[RunRecord]]:
+    """Adaptive random at every schedule and class mix run at this fraction and condition."""
+    return [g for (c, _, f), g in groups.items() if c == condition and f == fraction and g[0].selector == "adaptive-random"]
+
+
+def _val_acc(group: list[RunRecord]) -> float:
+    return statistics.fmean(r.summary.get("final_val_acc") or 0.0 for r in group)
+
+
+def _shared_seeds(members: list[RunRecord], other: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """Seed with seed where both ran some: cells still filling up would otherwise compare different seeds."""
+    shared = {r.seed for r in members} & {r.seed for r in other}
+    if not shared:
+        return members, other
+    return [r for r in members if r.seed in shared], [r for r in other if r.seed in shared]
+
+
+def against_best_baseline(groups, condition: str, fraction: float, members: list[RunRecord]) -> dict[str, Any]:
+    """Against what a user would run instead for the same compute: the best, by validation accuracy, of adaptive
+    random at each schedule and class mix (compared at equal time) and full data on the budget-matched schedule
+    (compared at the end of both schedules)."""
+    none = {"best_baseline_label": None, "best_baseline_acc": None, "vs_best_baseline": None,
+            "verdict_best_baseline": "-"}
+    if members[0].selector in ("full", "adaptive-random"):
+        return none
+    candidates = random_groups(groups, condition, fraction)
+    full = budget_full(groups, condition, members)
+    candidates += [full] if full else []
+    if not candidates:
+        return none
+    best = max(candidates, key=_val_acc)
+    own, base = _shared_seeds(members, best)
+    if best[0].selector == "full":
+        own_acc = statistics.fmean(r.summary["final_test_acc"] for r in own)
+        base_acc = statistics.fmean(r.summary["final_test_acc"] for r in base)
+    elif timed := equal_time(own, base):
+        own_acc, base_acc = timed[0], timed[1]
+    else:
+        return none
+    spread = (_mean_std([r.summary["final_test_acc"] for r in own])[1]
+              + _mean_std([r.summary["final_test_acc"] for r in base])[1])
+    seeded = len(own) > 1 and len(base) > 1
+    return {"best_baseline_label": best[0].label, "best_baseline_acc": base_acc, "vs_best_baseline": own_acc - base_acc,
+            "verdict_best_baseline": verdict(own_acc - base_acc, spread) if seeded else "1 seed"}
+
+
+def against_random(groups, condition: str, fraction: float, members: list[RunRecord], selector: str) -> dict[str, Any]:
     """The comparison with adaptive random at the same fraction and condition, at its best schedule (e.g.
     R = GLISTER's and R = 1: a fresh subset costs it nothing), chosen by validation accuracy: the test set
     only reports."""
-    candidates = [g for (c, _, f), g in groups.items()
-                  if c == condition and f == fraction and g[0].selector == "adaptive-random"]
+    candidates = random_groups(groups, condition, fraction)
     if not candidates or selector in ("adaptive-random", "full"):
         return {"random_label": None, "compared_seeds": [], "vs_adaptive_random": None, "equal_time_acc": None,
                 "equal_time_random_acc": None, "equal_time_seconds": None, "vs_adaptive_random_equal_time": None,
                 "verdict_equal_epochs": "-", "verdict_equal_time": "-"}
-    best = max(candidates, key=lambda g: statistics.fmean(r.summary.get("final_val_acc") or 0.0 for r in g))
-    shared = {r.seed for r in members} & {r.seed for r in best}
-    if shared:  # compare seed with seed: cells still filling up would otherwise compare different seeds
-        members, best = [r for r in members if r.seed in shared], [r for r in best if r.seed in shared]
-        std = _mean_std([r.summary["final_test_acc"] for r in members])[1]
+    best = max(candidates, key=_val_acc)
+    members, best = _shared_seeds(members, best)
+    std = _mean_std([r.summary["final_test_acc"] for r in members])[1]
     rnd_final = _mean_std([r.summary["final_test_acc"] for r in best])
     own = statistics.fmean(r.summary["final_test_acc"] for r in members)
     spread = std + rnd_final[1]
@@ -418,9 +474,9 @@ def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
     unit = UNITS[clock]
     at = "{:.1f} full epochs" if clock == "epochs" else "{:.0f} s"
     lines = [f"| condition | run | fraction | seeds | epoch time ({unit}, selection incl.) | cost vs full | final test acc (%) | "
-             "vs full, equal epochs (pts) | vs full, equal time (pts) | vs full on a budget-matched schedule (pts) | "
+             "vs full, equal epochs (pts) | vs full on a budget-matched schedule (pts) | "
              "vs adaptive random, equal epochs (pts) | vs adaptive random, equal time (pts) | "
-             "wrong labels chosen / pool (%) | selection total (s) |",
+             "vs the best baseline, equal compute (pts) | wrong labels chosen / pool (%) | selection total (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         epochs = "-" if r["vs_adaptive_random"] is None else \
@@ -428,9 +484,9 @@ def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
         timed = "-" if r["vs_adaptive_random_equal_time"] is None else (
             f"{pct(r['vs_adaptive_random_equal_time'], True)} ({r['verdict_equal_time']}; "
             f"{pct(r['equal_time_acc'])} vs {pct(r['equal_time_random_acc'])} at {at.format(r['equal_time_seconds'])})")
-        full_timed = "-" if r.get("vs_full_equal_time") is None else (
-            f"{pct(r['vs_full_equal_time'], True)} ({r['verdict_full_equal_time']}; full data: "
-            f"{pct(r['equal_time_full_acc'])})")
+        best = "-" if r.get("vs_best_baseline") is None else (
+            f"{pct(r['vs_best_baseline'], True)} ({r['verdict_best_baseline']}; {r['best_baseline_label']}: "
+            f"{pct(r['best_baseline_acc'])})")
         noise = "-" if r["pool_noisy_share"] is None else f"{pct(r['noisy_share'])} / {pct(r['pool_noisy_share'])}"
         budget = "-" if r.get("vs_full_budget") is None else (
             f"{pct(r['vs_full_budget'], True)} ({r['verdict_full_budget']}; {r['budget_full_label']})")
@@ -438,7 +494,7 @@ def markdown(rows: list[dict[str, Any]], clock: str = "wall") -> str:
             f"| {r['condition']} | {r['label']} | {r['fraction']:g} | {len(r['seeds'])} | {r['epoch_time']:.2f} | "
             f"{pct(r['cost_vs_full'])}{'%' if r['cost_vs_full'] is not None else ''} | "
             f"{pct(r['final_test_acc'])} ± {pct(r['final_test_acc_std'])} | "
-            f"{pct(r['vs_full'], True)} | {full_timed} | {budget} | {epochs} | {timed} | {noise} | "
+            f"{pct(r['vs_full'], True)} | {budget} | {epochs} | {timed} | {best} | {noise} | "
             f"{r['select_time']:.1f} |")
     return "\n".join(lines) + "\n"
 

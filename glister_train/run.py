@@ -153,7 +153,7 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
     summary: dict[str, Any] = {
         "status": "running", "run_dir": str(run_dir), "selector": cfg.selection.selector,
         "fraction": trained_fraction(cfg.selection.selector, cfg.selection.fraction),
-        "seed": cfg.run.seed, "epochs": cfg.train.epochs,
+        "seed": cfg.run.seed, "epochs": cfg.train.scheduled_epochs,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     summary["provenance"] = provenance(state.rt.device)

@@ -56,7 +56,7 @@ def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: boo
     s = cfg.selection
     fraction = trained_fraction(s.selector, s.fraction)
     return AdaptiveSubsetLoader(
-        splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.epochs,
+        splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.scheduled_epochs,
         select_every=s.select_every, kappa=s.kappa, kappa_matched=s.kappa_matched, batch_size=cfg.train.batch_size,
         mean=splits.mean, std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
         channels_last=runtime.channels_last, random_start=random_start, noisy=splits.noisy)
@@ -109,8 +109,9 @@ def setup(cfg: Config, splits: Splits, *, checkpoint: dict | None = None, checkp
     t = cfg.train
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=t.lr, momentum=t.momentum,
                           nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
-    capture = FilterStats(model, f"training epochs {t.epochs - t.capture_epochs + 1}-{t.epochs}") \
+    epochs = t.scheduled_epochs
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    capture = FilterStats(model, f"training epochs {epochs - t.capture_epochs + 1}-{epochs}") \
         if t.capture_epochs else None
     totals = {"epochs_done": 0, "train_time": 0.0, "select_time": 0.0, "eval_time": 0.0, "best_test_acc": None,
               "best_val_acc": None, "final_test_acc": None, "final_val_acc": None}
@@ -142,7 +143,7 @@ def fit(state: Training | Config, splits: Splits | None = None, run_dir: str | P
         log(f"note: the subset is {state.loader.budget} image(s), less than one batch of {t.batch_size}: each epoch "
             f"is one step on {state.loader.budget} image(s)")
     try:
-        for epoch in range(totals["epochs_done"], t.epochs):
+        for epoch in range(totals["epochs_done"], t.scheduled_epochs):
             run_epoch(epoch, state, tracker, run_dir, log)
     except TrainingDiverged as exc:
         exc.checkpoint_epoch = totals["epochs_done"]
@@ -151,7 +152,8 @@ def fit(state: Training | Config, splits: Splits | None = None, run_dir: str | P
     if distributed.is_main():
         if state.capture is not None:
             save_capture(run_dir / CAPTURE_FILE, state.capture.result())
-            log(f"per-filter statistics of epochs {t.epochs - t.capture_epochs + 1}-{t.epochs}: {run_dir / CAPTURE_FILE}")
+            last = t.scheduled_epochs
+            log(f"per-filter statistics of epochs {last - t.capture_epochs + 1}-{last}: {run_dir / CAPTURE_FILE}")
         save_model(run_dir / MODEL, state.model, state.arch)
         tracker.log_artifact(str(run_dir / MODEL))
     distributed.barrier()  # no rank leaves before the model is on disk
@@ -170,7 +172,7 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     except NonFiniteSelection as exc:  # the model's features or logits are NaN: it diverged in the last epoch
         raise TrainingDiverged(epoch + 1, 0, float("nan"), f"the selection input ({exc})") from None
     select_time = time.perf_counter() - start
-    capturing = capture is not None and epoch >= t.epochs - t.capture_epochs
+    capturing = capture is not None and epoch >= t.scheduled_epochs - t.capture_epochs
     with capture if capturing else contextlib.nullcontext():  # hooks on the eager module: this epoch runs uncompiled
         train_loss, train_acc = train_epoch(state.eager if capturing else state.forward, loader, opt, state.rt, epoch,
                                             bar_enabled(cfg.run.progress) and distributed.is_main(), state.frozen)
@@ -180,7 +182,7 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     # machine runs (single-threaded runs; with more threads it adds theirs up)
     epoch_cpu_time = time.process_time() - cpu_start
     metrics: dict[str, Any] = {"train_loss": train_loss, "train_acc": train_acc}
-    if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+    if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.scheduled_epochs:
         # a selection due next epoch reads the validation features from this evaluation instead of a pass of its own
         keep = loader.wants_validation(epoch + 1) and not distributed.active()
         metrics.update(evaluate_splits(model, state.splits, state.rt, state.rt.eval_batch(t.eval_batch_size),

@@ -100,6 +100,9 @@ def test_unknown_preset_lists_the_available_ones():
     (["--selector", "glister", "--set", "selection.greedy=fast"], r"selection.greedy: 'fast' is invalid; it must be "
                                                                      r"one of naive, stochastic, batched"),
     (["--set", "selection.fracton=0.3"], r"did you mean selection.fraction"),
+    (["--selector", "full", "--budget-fraction", "0"], r"train.budget_fraction: 0.0 is invalid; it must be in \(0, 1\]"),
+    (["--budget-fraction", "0.3"], r"train.budget_fraction: 0.3 is invalid; it must be 1 with selector filtered-random "
+                                   r"\(it shortens a full-data run; a subset run's budget is selection.fraction\)"),
 ])
 def test_bad_values_name_the_key_and_the_rule(argv, message):
     with pytest.raises(ConfigError, match=message):

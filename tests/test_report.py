@@ -90,21 +90,85 @@ def test_equal_time_interpolates_on_the_faster_runs_end():
     assert row["verdict_equal_time"] == "loss"
 
 
-def test_full_data_is_read_mid_schedule_at_the_subset_runs_end():
-    """Full data at 10 s an epoch against a subset run at 3 s: after the subset's 9 s full data had done 0.9
-    of its first epoch, read on the line from 0 at time 0 to its first evaluation."""
-    from glister_train.report import table
+def test_full_data_at_full_length_is_the_ceiling_and_never_read_mid_schedule():
+    """Full data at 10 s an epoch against a subset run at 3 s: compared at equal epochs only; its accuracy partway
+    through its own schedule (its learning rate still high) is no baseline."""
+    from glister_train.report import markdown, table
 
     full = [_hand_run("full", s, [10, 10], [0.5, 0.9 + 0.01 * s]) for s in (0, 1)]
     subset = [_hand_run("adaptive-random", s, [3, 3, 3], [0.3, 0.5, 0.6 + 0.01 * s]) for s in (0, 1)]
-    for run in full:
-        run.fraction = 1.0
     row = next(r for r in table(full + subset) if r["selector"] == "adaptive-random")
-    assert row["vs_full"] == pytest.approx(0.605 - 0.905)  # equal epochs: a loss ...
-    assert row["equal_time_full_acc"] == pytest.approx(0.45)
-    assert row["vs_full_equal_time"] == pytest.approx(0.605 - 0.45)  # ... equal time: a win
-    assert row["verdict_full_equal_time"] == "win"
-    assert next(r for r in table(full + subset) if r["selector"] == "full")["vs_full_equal_time"] is None
+    assert row["vs_full"] == pytest.approx(0.605 - 0.905)
+    assert row["cost_vs_full"] == pytest.approx(0.3)
+    assert not any("equal_time_full" in key or "full_equal_time" in key for key in row)
+    assert "equal time (pts) | vs full" not in markdown(table(full + subset))
+
+
+def _budget_cells(val_random: float, val_balanced: float, val_budget: float):
+    """Hand-made cells at 30% of a 10-epoch schedule, 3 seeds each: filtered-random, adaptive random (R = 1), class-balanced
+    random, full data on the budget-matched schedule (3 epochs at 10 s) and at full length (10 epochs)."""
+    epochs = {"train.epochs": 10, "selection.select_every": 1}
+    runs = []
+    for s in (0, 1, 2):
+        runs += [
+            _hand_run("filtered-random", s, [3.1] * 10, [0.5] * 9 + [0.70 + 0.001 * s], **epochs),
+            _hand_run("adaptive-random", s, [3] * 10, [0.5] * 9 + [0.66 + 0.001 * s], val_acc=val_random, **epochs),
+            _hand_run("adaptive-random", s, [3] * 10, [0.5] * 9 + [0.64 + 0.001 * s], val_acc=val_balanced,
+                      **epochs, **{"selection.class_budget": "val_share"}),
+            _hand_run("full", s, [10] * 3, [0.5, 0.6, 0.68 + 0.001 * s], val_acc=val_budget,
+                      **epochs, **{"train.budget_fraction": 0.3}),
+            _hand_run("full", s, [10] * 10, [0.5] * 9 + [0.80 + 0.001 * s], **epochs)]
+    return runs
+
+
+def test_a_budget_matched_full_run_is_a_baseline_in_the_subset_runs_condition():
+    from glister_train.report import table
+
+    rows = {r["label"]: r for r in table(_budget_cells(0.6, 0.6, 0.6))}
+    assert set(rows) == {"filtered-random", "adaptive-random",
+                         "adaptive-random class_budget=val_share", "full epochs=3", "full"}
+    assert {r["condition"] for r in rows.values()} == {"-"}
+    default = rows["filtered-random"]
+    assert default["budget_full_label"] == "full epochs=3"
+    assert default["vs_full_budget"] == pytest.approx(0.701 - 0.681)  # each at the end of its own schedule
+    assert default["vs_full"] == pytest.approx(0.701 - 0.801)  # the ceiling: full length, equal epochs
+
+
+@pytest.mark.parametrize("val_accs, best, diff", [
+    ((0.9, 0.6, 0.6), "adaptive-random", 0.66 - 0.66),  # at equal time: random's end, 30 s
+    ((0.6, 0.9, 0.6), "adaptive-random class_budget=val_share", 0.66 - 0.64),
+    ((0.6, 0.6, 0.9), "full epochs=3", 0.701 - 0.681),  # both at the end of their schedules
+])
+def test_each_run_meets_the_best_baseline_by_validation_accuracy_at_equal_compute(val_accs, best, diff):
+    """The validation set picks the baseline; the test set only reports. Random is met at equal time (the
+    filtered-random runs, 3% slower an epoch, are read on their own curve at random's end, 30 s), budget-matched
+    full data at the end of both schedules."""
+    from glister_train.report import acc_at, table
+
+    runs = _budget_cells(*val_accs)
+    row = next(r for r in table(runs) if r["selector"] == "filtered-random")
+    assert row["best_baseline_label"] == best
+    if best.startswith("adaptive-random"):
+        own = [r for r in runs if r.selector == "filtered-random"]
+        expected_own = sum(acc_at(r, 30.0) for r in own) / 3
+        base = 0.661 if "class_budget" not in best else 0.641
+        assert row["best_baseline_acc"] == pytest.approx(base)
+        assert row["vs_best_baseline"] == pytest.approx(expected_own - base)
+    else:
+        assert row["vs_best_baseline"] == pytest.approx(diff)
+        assert row["verdict_best_baseline"] == "win"  # 2 points, against stds of 0.1
+    for r in table(runs):
+        if r["selector"] in ("full", "adaptive-random"):
+            assert r["vs_best_baseline"] is None
+
+
+def test_budget_fraction_sets_the_epochs_a_full_run_trains():
+    from glister_train.config import TrainConfig
+
+    assert TrainConfig(epochs=45, budget_fraction=0.3).scheduled_epochs == 14  # 13.5, rounded up: never less
+    assert TrainConfig(epochs=10, budget_fraction=0.3).scheduled_epochs == 3
+    assert TrainConfig(epochs=10, budget_fraction=0.01).scheduled_epochs == 1
+    assert TrainConfig(epochs=45).scheduled_epochs == 45
 
 
 def test_runs_are_grouped_by_condition_and_labelled_by_what_differs():

@@ -243,6 +243,18 @@ def test_a_full_data_run_records_the_fraction_it_trained_on(npz_dir: Path, tmp_p
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["fraction"] == 1.0
 
 
+def test_full_data_on_a_subset_runs_budget_is_a_whole_shorter_schedule(npz_dir: Path, tmp_path: Path):
+    """budget_fraction 0.5 of 6 epochs trains exactly what a 3-epoch run does, its cosine schedule ending at 0."""
+    budget = tiny_config(npz_dir, selection={"selector": "full"}, train={"epochs": 6, "budget_fraction": 0.5})
+    summary = train_run(budget, tmp_path / "budget", log=quiet)
+    short = tiny_config(npz_dir, selection={"selector": "full"}, train={"epochs": 3})
+    train_run(short, tmp_path / "short", log=quiet)
+    rows, rows_short = read_metrics(tmp_path / "budget"), read_metrics(tmp_path / "short")
+    assert summary["epochs"] == 3 and len(rows) == 3
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in rows_short]
+    assert rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12) and rows[-1]["test_acc"] == rows_short[-1]["test_acc"]
+
+
 def test_summary_records_provenance(npz_dir: Path, tmp_path: Path):
     import torch as _torch
 
