@@ -26,7 +26,7 @@ DATASETS = ("auto", "cifar10", "npz", "folder")
 MODELS = ("resnet18", "tiny")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-NOISE_KINDS = ("symmetric", "pairs")
+NOISE_KINDS = ("symmetric", "pairs", "instance")
 TRACKERS = ("auto", "local", "none", "mlflow", "sagemaker")
 
 
@@ -44,7 +44,12 @@ class DataConfig:
     test_limit: int = 0  # 0 = all
     augment: bool = True  # pad-4 random crop + horizontal flip, batched on tensors
     label_noise: float = 0.0  # share of training labels made wrong (validation and test stay clean)
-    noise_kind: str = "symmetric"  # symmetric (a uniformly drawn other class) | pairs (CIFAR-10 class pairs)
+    # symmetric (a uniformly drawn other class) | pairs (CIFAR-10 class pairs) | instance (in each class, the images a
+    # reference model finds most ambiguous, to the class it confuses them with: glister_train/instance_noise.py)
+    noise_kind: str = "symmetric"
+    # share of the validation (trusted) labels made wrong, of the same kind and seed: real trusted sets are
+    # consolidated human labels, a few percent wrong
+    val_noise: float = 0.0
     noise_seed: int = 0  # fixed across run seeds: every run of a comparison sees the same wrong labels
     # a labels file (.npy, or .npz with `labels`): one label per image of the dataset's training set, in its order,
     # replacing the training split's labels (e.g. CIFAR-10N's human labels); the ones that differ are measured as
@@ -363,6 +368,9 @@ def validate(cfg: Config) -> Config:
     check(d.train_limit >= 0, "data.train_limit", d.train_limit, ">= 0 (0 = the whole training pool)")
     check(d.num_classes >= 0, "data.num_classes", d.num_classes, ">= 0 (0 = from the dataset)")
     check(0 <= d.label_noise < 1, "data.label_noise", d.label_noise, "in [0, 1), e.g. 0.4 for 40% wrong labels")
+    check(0 <= d.val_noise < 1, "data.val_noise", d.val_noise, "in [0, 1), e.g. 0.08 for 8% wrong validation labels")
+    check(not (d.val_noise and d.val_labels), "data.val_noise", d.val_noise,
+          "0 when data.val_labels gives the validation labels (drop one of them)")
     choice("data.noise_kind", d.noise_kind, NOISE_KINDS)
     check(d.imbalance >= 1 and math.isfinite(d.imbalance), "data.imbalance", d.imbalance,
           ">= 1: the largest training class over the smallest, e.g. 10 (1 = as the data are)")

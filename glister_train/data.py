@@ -54,8 +54,13 @@ class Splits:
     noisy: torch.Tensor | None = None
     # data.imbalance: each class's training examples (by their true labels, before any noise)
     class_sizes: list[int] | None = None
-    # (n_val,) bool: the validation labels a labels file made wrong (data.val_labels): the trusted set's own noise
+    # (n_val,) bool: the validation labels made wrong (data.val_noise, data.val_labels): the trusted set's own noise
     val_noisy: torch.Tensor | None = None
+    # data.noise_kind=instance: the cache folder of the reference model that placed the flips
+    noise_reference: str = ""
+    # each training and validation image's index in the dataset's training set as read (None: its own val_dir)
+    origin: torch.Tensor | None = None
+    val_origin: torch.Tensor | None = None
 
     def describe(self) -> str:
         test = len(self.test) if self.test is not None else 0
@@ -139,10 +144,17 @@ def load_splits(cfg: DataConfig) -> Splits:
     # each training image's index in the dataset as read, followed through the subsamples below: what a labels
     # file (data.train_labels, data.val_labels) is indexed by
     origin = torch.arange(len(train))
+    dataset = train
     split_gen = torch.Generator().manual_seed(cfg.split_seed)
     if cfg.train_limit and cfg.train_limit < len(train):
         pick = stratified_sample(train.y, cfg.train_limit, split_gen)
         train, origin = train.subset(pick), origin[pick]
+    reference, probabilities = "", None
+    if cfg.noise_kind == "instance" and (cfg.label_noise > 0 or cfg.val_noise > 0):
+        from .instance_noise import reference_probabilities
+
+        reference, probabilities = reference_probabilities(dataset.x, dataset.y, origin, root, cfg.noise_seed,
+                                                           cfg.split_seed)
     if test is not None and cfg.test_limit and cfg.test_limit < len(test):
         test = test.subset(stratified_sample(test.y, cfg.test_limit, split_gen))
     val_origin = None
@@ -163,11 +175,21 @@ def load_splits(cfg: DataConfig) -> Splits:
         train, origin = train.subset(pick), origin[pick]
         class_sizes = torch.bincount(train.y, minlength=num_classes).tolist()
     noisy = val_noisy = None
-    if cfg.label_noise > 0:  # the training split only: validation and test keep their true labels
+    if cfg.label_noise > 0:  # the training split; the validation split by data.val_noise, the test set never
         noisy_y = noisy_labels(train.y, cfg.label_noise, cfg.noise_kind, num_classes,
-                               torch.Generator().manual_seed(NOISE_STREAM + cfg.noise_seed))
+                               torch.Generator().manual_seed(NOISE_STREAM + cfg.noise_seed),
+                               None if probabilities is None else probabilities[origin])
         noisy = noisy_y != train.y
         train = ImageData(train.x, noisy_y)
+    if cfg.val_noise > 0:
+        if cfg.noise_kind == "instance" and val_origin is None:
+            raise DataError("data.val_noise of kind instance scores the validation split held out of the training "
+                            "set, and this run reads a validation set of its own (data.val_dir): use "
+                            "data.noise_kind=symmetric, or drop data.val_dir")
+        val_y = noisy_labels(val.y, cfg.val_noise, cfg.noise_kind, num_classes,
+                             torch.Generator().manual_seed(VAL_NOISE_STREAM + cfg.noise_seed),
+                             None if probabilities is None else probabilities[val_origin])
+        val_noisy, val = val_y != val.y, ImageData(val.x, val_y)
     if cfg.train_labels:  # labels people (or a model of their mistakes) gave the same images
         given = read_labels(cfg.train_labels, "data.train_labels", len(origin) and int(origin.max()) + 1, num_classes)
         noisy, train = given[origin] != train.y, ImageData(train.x, given[origin])
@@ -178,7 +200,8 @@ def load_splits(cfg: DataConfig) -> Splits:
         given = read_labels(cfg.val_labels, "data.val_labels", int(val_origin.max()) + 1, num_classes)
         val_noisy, val = given[val_origin] != val.y, ImageData(val.x, given[val_origin])
     mean, std = channel_stats(train.x)
-    return Splits(train, val, test, num_classes, mean, std, noisy, class_sizes, val_noisy)
+    return Splits(train, val, test, num_classes, mean, std, noisy, class_sizes, val_noisy, reference, origin,
+                  val_origin)
 
 
 def read_labels(path: str, key: str, needed: int, num_classes: int) -> torch.Tensor:
@@ -213,6 +236,7 @@ def read_labels(path: str, key: str, needed: int, num_classes: int) -> torch.Ten
 NOISE_STREAM = 0x6E015E00
 
 IMBALANCE_STREAM = 0x1B0A1A00
+VAL_NOISE_STREAM = 0x7A15E000
 
 
 def long_tail(y: torch.Tensor, ratio: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -232,9 +256,16 @@ def long_tail(y: torch.Tensor, ratio: float, num_classes: int, generator: torch.
 PAIR_FLIPS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
 
-def noisy_labels(y: torch.Tensor, rate: float, kind: str, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+def noisy_labels(y: torch.Tensor, rate: float, kind: str, num_classes: int, generator: torch.Generator,
+                 probabilities: torch.Tensor | None = None) -> torch.Tensor:
     """Labels with exactly ``round(rate * n)`` made wrong (``symmetric``: drawn uniformly among the other
-    classes), or in each source class of :data:`PAIR_FLIPS` exactly ``round(rate * n_c)`` flipped to its pair."""
+    classes), or in each source class of :data:`PAIR_FLIPS` exactly ``round(rate * n_c)`` flipped to its pair, or
+    (``instance``) in each class exactly ``round(rate * n_c)``: those whose most likely wrong class by the reference
+    model's ``probabilities`` is most probable, to that class."""
+    if kind == "instance":
+        from .instance_noise import instance_flips
+
+        return instance_flips(y, probabilities, rate)
     out = y.clone()
     if kind == "symmetric":
         flip = torch.randperm(len(y), generator=generator)[: round(rate * len(y))]

@@ -146,6 +146,12 @@ def remove_if_empty(folders: list[Path]) -> None:
             return
 
 
+def noise_source(cfg: Config, splits: Splits, rate: float) -> dict[str, Any]:
+    """How injected noise was made: its kind, rate and seed, and for instance noise the reference model's folder."""
+    source = {"kind": cfg.data.noise_kind, "rate": rate, "seed": cfg.data.noise_seed}
+    return {**source, "reference": splits.noise_reference} if splits.noise_reference else source
+
+
 def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[str, Any] | None,
                   log: Callable[[str], None], parent: dict[str, Any] | None) -> dict[str, Any]:
     splits = state.splits
@@ -160,12 +166,14 @@ def _train_locked(cfg: Config, run_dir: Path, state: Training, checkpoint: dict[
     if parent:
         summary["parent"] = parent
     if splits.noisy is not None:
-        source = {"labels_file": cfg.data.train_labels} if cfg.data.train_labels else {
-            "kind": cfg.data.noise_kind, "rate": cfg.data.label_noise, "seed": cfg.data.noise_seed}
+        source = {"labels_file": cfg.data.train_labels} if cfg.data.train_labels else noise_source(cfg, splits,
+                                                                                                     cfg.data.label_noise)
         summary["label_noise"] = {**source, "wrong": int(splits.noisy.sum()), "of": len(splits.noisy),
                                   "pool_share": float(splits.noisy.float().mean())}
     if splits.val_noisy is not None:
-        summary["validation_label_noise"] = {"labels_file": cfg.data.val_labels, "wrong": int(splits.val_noisy.sum()),
+        source = {"labels_file": cfg.data.val_labels} if cfg.data.val_labels else noise_source(cfg, splits,
+                                                                                                 cfg.data.val_noise)
+        summary["validation_label_noise"] = {**source, "wrong": int(splits.val_noisy.sum()),
                                              "of": len(splits.val_noisy),
                                              "share": float(splits.val_noisy.float().mean())}
     if splits.class_sizes:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from PIL import Image
 
 from glister_train.config import DataConfig
 from glister_train.data import augment, channel_stats, load_splits, normalize, stratified_sample
-from glister_train.errors import DataError
+from glister_train.errors import ConfigError, DataError
 
 from .conftest import make_images, write_npz
 
@@ -235,3 +236,65 @@ def test_a_labels_file_relabels_the_training_and_validation_splits_and_is_measur
     np.save(tmp_path / "big.npy", relabelled + 7)
     with pytest.raises(DataError, match="labels outside 0..3"):
         load_splits(C.replace(cfg, train_labels=str(tmp_path / "big.npy")))
+
+
+def test_instance_flips_take_each_class_most_confusable_images_to_their_confusing_class():
+    from glister_train.data import noisy_labels
+
+    generator = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 4
+    probabilities = torch.softmax(torch.randn(200, 4, generator=generator) * 3, 1)
+    out = noisy_labels(y, 0.3, "instance", 4, torch.Generator(), probabilities)
+    assert torch.equal(out, noisy_labels(y, 0.3, "instance", 4, torch.Generator().manual_seed(9), probabilities))
+    wrong = probabilities.clone()
+    wrong[torch.arange(200), y] = -1
+    score, target = wrong.max(1)
+    for c in range(4):
+        members = y == c
+        flipped, kept = members & (out != y), members & (out == y)
+        assert int(flipped.sum()) == round(0.3 * int(members.sum()))  # exact, class by class
+        assert float(score[flipped].min()) >= float(score[kept].max())  # the most ambiguous of the class
+        assert torch.equal(out[flipped], target[flipped])  # each to the class it is confused with
+
+
+def test_the_reference_model_never_sees_the_images_it_scores():
+    from glister_train.instance_noise import folds
+
+    labels = torch.arange(400) % 4
+    pool = torch.arange(0, 400, 2)  # half the dataset: the other half trains the reference
+    [(trained, scored)] = folds(labels, pool, split_seed=0)
+    assert not torch.isin(trained, pool).any() and torch.equal(scored, pool)
+    everything = torch.arange(400)  # no image outside the pool: two halves, each scored by the other's model
+    (a, b), (c, d) = folds(labels, everything, split_seed=0)
+    assert torch.equal(a, d) and torch.equal(b, c) and not torch.isin(a, b).any()
+    assert torch.equal(torch.sort(torch.cat([a, b])).values, everything)
+    assert torch.bincount(labels[a]).tolist() == [50] * 4  # stratified
+
+
+def test_instance_noise_is_placed_by_a_cached_reference_model_in_the_training_and_trusted_splits(
+        tmp_path: Path, monkeypatch):
+    from glister_train import config as C
+    from glister_train import instance_noise, run
+
+    data = write_npz(tmp_path / "data", n_train=400)
+    cfg = C.merge(C.Config(), {"data": {"dataset": "npz", "data_dir": str(data), "train_limit": 200,
+                                        "noise_kind": "instance", "label_noise": 0.3, "val_noise": 0.1}}).data
+    clean = load_splits(C.replace(cfg, label_noise=0.0, val_noise=0.0))
+    lines = []
+    splits = load_splits(cfg)
+    folder = Path(splits.noise_reference)
+    assert folder.parent == data / instance_noise.CACHE and (folder / "fold-0" / "model.pt").is_file()
+    recipe = json.loads((folder / instance_noise.RECIPE).read_text())
+    assert recipe["train"]["epochs"] == instance_noise.REFERENCE_EPOCHS and recipe["folds"] == 1
+    assert torch.equal(splits.train.x, clean.train.x) and torch.equal(splits.test.y, clean.test.y)
+    for part, true, wrong, rate in ((splits.train, clean.train.y, splits.noisy, 0.3),
+                                    (splits.val, clean.val.y, splits.val_noisy, 0.1)):
+        assert torch.equal(wrong, part.y != true)
+        for c in range(4):
+            assert int(wrong[true == c].sum()) == round(rate * int((true == c).sum()))
+    # the second run reads the cache: no reference model is trained again, and the labels are the same
+    monkeypatch.setattr(run, "train_run", lambda *a, **k: lines.append("trained"))
+    again = load_splits(cfg)
+    assert not lines and torch.equal(again.train.y, splits.train.y) and torch.equal(again.val.y, splits.val.y)
+    with pytest.raises(ConfigError, match="data.val_noise: 0.1 is invalid; it must be 0 when data.val_labels"):
+        C.validate(C.merge(C.Config(), {"data": {"val_noise": 0.1, "val_labels": "x.npy"}}))

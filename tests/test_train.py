@@ -163,9 +163,10 @@ def test_label_noise_is_what_the_loss_sees_and_selections_measure_it(npz_dir: Pa
     from glister_train.runtime import resolve_runtime
     from glister_train.train import make_loader
 
-    cfg = tiny_config(npz_dir, data={"label_noise": 0.3, "augment": False}, selection={"selector": "glister"})
+    cfg = tiny_config(npz_dir, data={"label_noise": 0.3, "val_noise": 0.1, "augment": False},
+                      selection={"selector": "glister"})
     splits = load_splits(cfg.data)
-    assert splits.noisy.any()
+    assert splits.noisy.any() and int(splits.val_noisy.sum()) == round(0.1 * len(splits.val))
     # each image the loader yields carries its noisy label, never the true one
     images = normalize(splits.train.x, splits.mean, splits.std)
     index = {images[i].numpy().tobytes(): i for i in range(len(images))}
@@ -175,6 +176,8 @@ def test_label_noise_is_what_the_loss_sees_and_selections_measure_it(npz_dir: Pa
             assert int(y) == int(splits.train.y[index[x.numpy().tobytes()]])
     summary = train_run(cfg, tmp_path / "run", log=quiet)
     assert summary["label_noise"]["wrong"] == int(splits.noisy.sum())
+    assert summary["validation_label_noise"] == {"kind": "symmetric", "rate": 0.1, "seed": 0, "wrong": 2, "of": 20,
+                                                 "share": pytest.approx(0.1)}
     rows = read_metrics(tmp_path / "run")
     shares = [r["select_noisy_share"] for r in rows if "select_noisy_share" in r]
     assert len(shares) == 2 and all(0 <= s <= 1 for s in shares)
