@@ -33,11 +33,15 @@ from glister_train.config import TrainConfig  # noqa: E402
 from glister_train.retired import translate  # noqa: E402
 
 SMALL_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
-# (column, label noise, noise kind, fraction, class imbalance, labels from a file)
-CONDITIONS = (("clean 30%", 0.0, "symmetric", 0.3, 1.0, False), ("clean 10%", 0.0, "symmetric", 0.1, 1.0, False),
-              ("sym. noise", 0.4, "symmetric", 0.3, 1.0, False), ("pair noise", 0.4, "pairs", 0.3, 1.0, False),
-              ("people-like", 0.0, "symmetric", 0.3, 1.0, True), ("10x skew", 0.0, "symmetric", 0.3, 10.0, False))
-COLUMNS = ("clean 30%", "sym. noise", "pair noise", "people-like", "10x skew")  # the headline's; all at 30%
+# (column, label noise, noise kind, fraction, class imbalance, labels from a file, wrong share of the trusted labels)
+CONDITIONS = (("clean 30%", 0.0, "symmetric", 0.3, 1.0, False, 0.0), ("clean 10%", 0.0, "symmetric", 0.1, 1.0, False, 0.0),
+              ("sym. noise", 0.4, "symmetric", 0.3, 1.0, False, 0.0), ("pair noise", 0.4, "pairs", 0.3, 1.0, False, 0.0),
+              ("instance 40%", 0.4, "instance", 0.3, 1.0, False, 0.08),
+              ("instance 20%", 0.2, "instance", 0.3, 1.0, False, 0.08),
+              # the labels files of an earlier model of people's mistakes (sampled flips, 75% of cats wrong)
+              ("people-like (files)", 0.0, "symmetric", 0.3, 1.0, True, 0.0),
+              ("10x skew", 0.0, "symmetric", 0.3, 10.0, False, 0.0))
+COLUMNS = ("clean 30%", "sym. noise", "pair noise", "instance 40%", "instance 20%", "10x skew")  # all at 30%
 FULL, FULL_BUDGET = "full data, 45 epochs", "full data, 14 epochs"
 RANDOM, BALANCED = "adaptive random", "class-balanced random"
 GLISTER, DEFAULT = "GLISTER", "filtered-random (default)"
@@ -90,8 +94,10 @@ def method(cfg: dict[str, Any]) -> str:
 def condition(cfg: dict[str, Any]) -> str | None:
     d, s = cfg["data"], cfg["selection"]
     fraction = 1.0 if s["selector"] == "full" else s["fraction"]
-    for name, noise, kind, f, imbalance, from_file in CONDITIONS:
+    for name, noise, kind, f, imbalance, from_file, val_noise in CONDITIONS:
         if d.get("imbalance", 1.0) != imbalance or d["label_noise"] != noise or (noise and d["noise_kind"] != kind):
+            continue
+        if d.get("val_noise", 0.0) != val_noise:
             continue
         if bool(d.get("train_labels")) != from_file:
             continue

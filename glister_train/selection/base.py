@@ -73,8 +73,8 @@ class SubsetSelector(Protocol):
 # What else a selector may offer, each optional; the loader and the loop look for nothing else:
 # - ``redraws`` (true) and ``redraw(cache, train, budget, *, generator) -> Selection``: a new subset at the epochs
 #   between selections, from the ``cache`` of its last selection (which the loader keeps and checkpoints);
-# - ``observes_training`` (true) and ``observe(indices, features, logits)``: called after every training step with
-#   the examples just trained on, their penultimate features and their logits;
+# - ``observes_training`` (true) and ``observe(indices, labels, logits)``: called after every training step with
+#   the examples just trained on, their labels and their logits;
 # - ``observe_validation(features)``: the validation set's penultimate features, computed by the evaluation with
 #   the weights the next selection will see, handed over so that it need not run the validation set again;
 # - ``state_dict()`` / ``load_state_dict(state)``: what it keeps between epochs, saved with each checkpoint.
