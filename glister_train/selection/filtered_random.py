@@ -6,8 +6,10 @@ aside is re-estimated: a model that gets a share ``A`` of the validation set rig
 ``a`` of the training labels measured the same way (eval mode, un-augmented, ``agreement_sample`` images), sees
 about ``1 - a / A`` of them as wrong; 0 on clean data, where ``a >= A``, so there it is adaptive random with class
 quotas. What is set aside is the lowest of each class by the model's latest probability of the label, taken from
-the training pass itself (``rank_by: confidence``), or by the label's logit margin averaged over every time the
-pass trained on the example (``rank_by: margin``, the area under the margin of Pleiss et al., 2020).
+the training pass itself (``rank_by: confidence``), by the label's logit margin averaged over every time the
+pass trained on the example (``rank_by: margin``, the area under the margin of Pleiss et al., 2020), or by the
+label's probability under a last layer fitted to the trusted set, on the pass's features (``rank_by: trusted``,
+which judges the estimate's agreement the same way).
 
 Where the loop cannot show it the training pass (torchrun, torch.compile) it runs the pool through the model in
 eval mode at each selection instead and draws from that until the next.
@@ -30,9 +32,10 @@ from .base import Environment, Selection, require
 from .forward import eval_features, logits_of
 from .quotas import class_quotas
 from .sampling import draw, exclude_lowest
+from .trusted_head import fit_head, held_out_accuracy
 
 CLASS_MIXES = ("val_share", "size")
-RANKINGS = ("confidence", "margin")
+RANKINGS = ("confidence", "margin", "trusted")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class FilteredRandomOptions:
     class_budget: str = "val_share"
     agreement_sample: int = 1000  # training images scored the validation set's way for the estimate
     drop_share_scale: float = 1.0  # set aside this multiple of the estimated wrong-label share (at most 0.9)
-    rank_by: str = "confidence"  # confidence (latest probability of the label) | margin (its average margin)
+    # confidence (latest probability of the label) | margin (its average margin) | trusted (the label's probability
+    # under a last layer fitted to the trusted set, on the latest features: selection/trusted_head.py)
+    rank_by: str = "confidence"
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
@@ -52,11 +57,14 @@ class FilteredRandomOptions:
         require(self.rank_by in RANKINGS, "rank_by", self.rank_by, f"one of {', '.join(RANKINGS)}")
 
 
-def wrong_label_share(agree: float, val_logits: torch.Tensor, val_y: torch.Tensor, scale: float) -> float:
+def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
     """``scale * (1 - a / A)``, clipped to [0, 0.9]: the share of the training labels the model disagrees with
     beyond what it gets wrong on the trusted set."""
-    val_acc = float((val_logits.argmax(1) == val_y).float().mean())
     return min(0.9, max(0.0, scale * (1 - agree / max(val_acc, 1e-6))))
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean())
 
 
 def label_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -74,6 +82,7 @@ class FilteredRandomSelector:
     def __init__(self, options: FilteredRandomOptions, env: Environment, train_size: int):
         self.options, self.env = options, env
         self.observes_training = env.training_visible
+        self.observes_features = options.rank_by == "trusted"
         # what the training pass showed of each example when it last trained on it
         self.records: dict[str, torch.Tensor] = {}
         self.val_features: torch.Tensor | None = None  # handed over by the evaluation for the next selection
@@ -81,7 +90,8 @@ class FilteredRandomSelector:
 
     # ------------------------------------------------------------ what the loop shows it
 
-    def observe(self, indices: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
+    def observe(self, indices: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
+                features: torch.Tensor | None = None) -> None:
         """Keep what the pass computed, where it computed it: on a GPU the records stay there, so a training step
         never waits for a copy to the host."""
         n, logits, device = self.train_size, logits.detach().float(), logits.device
@@ -91,8 +101,12 @@ class FilteredRandomSelector:
                             "times_seen": torch.zeros(n, dtype=torch.int32, device=device)}
             if self.options.rank_by == "margin":
                 self.records["margin_sum"] = torch.zeros(n, dtype=torch.float64, device=device)
+            if features is not None:
+                self.records["features"] = torch.zeros(n, features.shape[1], device=device)
         indices = indices.to(device, non_blocking=True)
         self.records["logits"][indices] = logits
+        if features is not None:
+            self.records["features"][indices] = features.float()
         self.records["seen"][indices] = True
         self.records["times_seen"][indices] += 1
         if "margin_sum" in self.records:
@@ -115,29 +129,42 @@ class FilteredRandomSelector:
         """Re-estimate the wrong-label share with the model as it is now, then draw."""
         start = time.perf_counter()
         reused = self.val_features is not None
+        fc = last_layer_parts(model)[1]
         if reused:
-            zv = logits_of(self.val_features, last_layer_parts(model)[1])
+            hv = self.val_features
+            zv = logits_of(hv, fc)
         else:
-            _, zv, _ = eval_features(model, val.x, self.env)
+            hv, zv, _ = eval_features(model, val.x, self.env)
         self.val_features = None
         if not torch.isfinite(zv).all():
             raise NonFiniteSelection("non-finite validation logits")
-        cache = {"zv": zv, "yv": val.y.cpu()}
+        yv = val.y.cpu()
+        cache = {"zv": zv, "yv": yv}
+        if self.options.rank_by == "trusted":  # a last layer of the trusted set's, and how well such a one does there
+            cache["head_weight"], cache["head_bias"] = fit_head(hv, yv, fc.weight, fc.bias)
+            cache["val_acc"] = torch.tensor(held_out_accuracy(hv, yv, fc.weight, fc.bias))
         if self.observes_training:
             pick = torch.randperm(len(train), generator=generator)[: self.options.agreement_sample]
-            _, z, _ = eval_features(model, train.x[pick.to(train.x.device)], self.env)
-            cache["agree"] = torch.tensor(float((z.argmax(1) == train.y[pick.to(train.y.device)].cpu()).float().mean()))
+            h, z, _ = eval_features(model, train.x[pick.to(train.x.device)], self.env)
+            cache["agree"] = torch.tensor(accuracy(self.judge(h, z, cache), train.y[pick.to(train.y.device)].cpu()))
         else:  # the whole pool, the validation set's way: its confidences rank it until the next selection
-            _, z, _ = eval_features(model, train.x, self.env)
+            h, z, _ = eval_features(model, train.x, self.env)
             if not torch.isfinite(z).all():
                 raise NonFiniteSelection("non-finite logits of the training pool")
             y = train.y.cpu()
-            cache["agree"] = torch.tensor(float((z.argmax(1) == y).float().mean()))
+            z = self.judge(h, z, cache)
+            cache["agree"] = torch.tensor(accuracy(z, y))
             cache["rank"] = torch.softmax(z, 1)[torch.arange(len(y)), y]
         forward_time = time.perf_counter() - start
         selection = self.redraw(cache, train, budget, generator=generator)
         selection.stats.update(select_forward_time=forward_time, select_val_reused=float(reused))
         return selection
+
+    def judge(self, features: torch.Tensor, logits: torch.Tensor, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The logits the labels are judged by: the model's, or the trusted set's last layer on its features."""
+        if "head_weight" not in cache:
+            return logits
+        return features.float().to(cache["head_weight"].device) @ cache["head_weight"].T + cache["head_bias"]
 
     def redraw(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int, *,
                generator: torch.Generator) -> Selection:
@@ -154,21 +181,27 @@ class FilteredRandomSelector:
                                  select_seen_share=float(seen.float().mean()),
                                  select_kept_share=float(torch.isfinite(keys).float().mean()))
 
+    def share(self, cache: dict[str, torch.Tensor]) -> float:
+        """The share to set aside, from the agreement and the validation accuracy of the same judge."""
+        val_acc = float(cache["val_acc"]) if "val_acc" in cache else accuracy(cache["zv"], cache["yv"])
+        return wrong_label_share(float(cache["agree"]), val_acc, self.options.drop_share_scale)
+
     def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(which examples have a rank, the rank of each, lowest set aside first, the share to set aside)."""
         n = len(y)
         if "rank" in cache:  # from the selection's own pass over the pool
             rank = cache["rank"]
-            return torch.ones(n, dtype=torch.bool), rank, wrong_label_share(
-                float(cache["agree"]), cache["zv"], cache["yv"], self.options.drop_share_scale)
+            return torch.ones(n, dtype=torch.bool), rank, self.share(cache)
         records = {k: v.cpu() for k, v in self.records.items()}  # once a selection or redraw, not once a step
         seen = records["seen"] if records else torch.zeros(n, dtype=torch.bool)
         if not seen.any():
             return seen, torch.ones(n), 0.0
         logits = records["logits"][seen]
+        if "features" in records:
+            logits = self.judge(records["features"][seen], logits, cache)
         if not torch.isfinite(logits).all():
             raise NonFiniteSelection("non-finite logits in the training pass's records")
-        share = wrong_label_share(float(cache["agree"]), cache["zv"], cache["yv"], self.options.drop_share_scale)
+        share = self.share(cache)
         margin = self.options.rank_by == "margin"
         if margin:  # the area under the margin: a wrong label is learnt late, by memorizing, against its image
             known = (records["margin_sum"] / records["times_seen"].clamp_min(1)).float()[seen]
