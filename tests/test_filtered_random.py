@@ -135,7 +135,8 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"rank_by": "gain"}, "rank_by")])
+                                              ({"rank_by": "gain"}, "rank_by"),
+                                              ({"min_drop_share": 0.95}, "min_drop_share")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 
@@ -196,6 +197,9 @@ def test_rank_by_trusted_sets_aside_the_labels_the_trusted_set_disputes_however_
         chosen[rank_by] = sel.redraw(cache if rank_by == "trusted" else {k: cache[k] for k in ("zv", "yv", "agree")},
                                      train, 100, generator=torch.Generator().manual_seed(3))
     assert chosen["trusted"].stats["select_drop_share"] == pytest.approx(0.25)
+    floor = selector(train_size=200, rank_by="trusted", min_drop_share=0.3)
+    floor.observe(torch.arange(200), given, memorized, features=h)
+    assert floor.redraw(cache, train, 100, generator=torch.Generator()).stats["select_drop_share"] == 0.3
     assert not bool(wrong[chosen["trusted"].indices].any())
     assert bool(wrong[chosen["confidence"].indices].any())
 

@@ -45,6 +45,9 @@ class FilteredRandomOptions:
     class_budget: str = "val_share"
     agreement_sample: int = 1000  # training images scored the validation set's way for the estimate
     drop_share_scale: float = 1.0  # set aside this multiple of the estimated wrong-label share (at most 0.9)
+    # set aside at least this share, whatever the estimate: under noise that falls where the model is unsure, the
+    # estimate's model agrees with the wrong labels as often as it gets the trusted set right, and reads 0
+    min_drop_share: float = 0.0
     # confidence (latest probability of the label) | margin (its average margin) | trusted (the label's probability
     # under a last layer fitted to the trusted set, on the latest features: selection/trusted_head.py)
     rank_by: str = "confidence"
@@ -55,6 +58,7 @@ class FilteredRandomOptions:
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
         require(self.rank_by in RANKINGS, "rank_by", self.rank_by, f"one of {', '.join(RANKINGS)}")
+        require(0 <= self.min_drop_share <= 0.9, "min_drop_share", self.min_drop_share, "in [0, 0.9], e.g. 0.2")
 
 
 def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
@@ -184,7 +188,8 @@ class FilteredRandomSelector:
     def share(self, cache: dict[str, torch.Tensor]) -> float:
         """The share to set aside, from the agreement and the validation accuracy of the same judge."""
         val_acc = float(cache["val_acc"]) if "val_acc" in cache else accuracy(cache["zv"], cache["yv"])
-        return wrong_label_share(float(cache["agree"]), val_acc, self.options.drop_share_scale)
+        estimate = wrong_label_share(float(cache["agree"]), val_acc, self.options.drop_share_scale)
+        return max(estimate, self.options.min_drop_share)
 
     def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(which examples have a rank, the rank of each, lowest set aside first, the share to set aside)."""
