@@ -46,28 +46,18 @@ def given_probability(model: torch.nn.Module, splits: Splits, mean: torch.Tensor
 
 def refit_head(model: torch.nn.Module, splits: Splits, steps: int = 300) -> torch.Tensor:
     """Each training image's probability of its given label from the model's penultimate features and a last layer
-    fitted anew to the trusted set's (L-BFGS from the model's own, eval mode, un-augmented)."""
+    fitted anew to the trusted set's (the selector's ``fit_head``, eval mode, un-augmented)."""
     from glister_train.models import last_layer_parts
     from glister_train.selection.base import Environment
     from glister_train.selection.forward import eval_features
+    from glister_train.selection.trusted_head import fit_head
 
     env = Environment(mean=splits.mean, std=splits.std, batch_size=500)
     hv, _, _ = eval_features(model, splits.val.x, env)
     h, _, _ = eval_features(model, splits.train.x, env)
     fc = last_layer_parts(model)[1]
-    w = fc.weight.detach().clone().requires_grad_(True)
-    b = fc.bias.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(hv @ w.T + b, splits.val.y) + 5e-4 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return torch.softmax(h @ w.T + b, 1)[torch.arange(len(h)), splits.train.y]
+    w, b = fit_head(hv, splits.val.y, fc.weight, fc.bias, steps=steps)
+    return torch.softmax(h @ w.T + b, 1)[torch.arange(len(h)), splits.train.y]
 
 
 def scores(rank: torch.Tensor, wrong: torch.Tensor) -> dict[str, float]:

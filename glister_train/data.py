@@ -163,11 +163,9 @@ def load_splits(cfg: DataConfig) -> Splits:
         if n_val >= len(train):
             raise DataError(f"{root}: {len(train)} training images are too few to hold out "
                             f"val_fraction={cfg.val_fraction}")
-        val_idx = stratified_sample(train.y, n_val, split_gen)
-        keep = torch.ones(len(train), dtype=torch.bool)
-        keep[val_idx] = False
-        val, train = train.subset(val_idx), train.subset(keep.nonzero().squeeze(1))
-        val_origin, origin = origin[val_idx], origin[keep]
+        kept, val_idx = hold_out(train.y, n_val, split_gen)
+        val, train = train.subset(val_idx), train.subset(kept)
+        val_origin, origin = origin[val_idx], origin[kept]
     class_sizes = None
     if cfg.imbalance > 1:  # the training split only, after the validation split: validation stays balanced
         pick = long_tail(train.y, cfg.imbalance, num_classes,
@@ -280,6 +278,14 @@ def noisy_labels(y: torch.Tensor, rate: float, kind: str, num_classes: int, gene
         flip = members[torch.randperm(len(members), generator=generator)[: round(rate * len(members))]]
         out[flip] = target
     return out
+
+
+def hold_out(y: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held): sorted indices of the examples left, and of ``n`` held out by :func:`stratified_sample`."""
+    held = stratified_sample(y, n, generator)
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[held] = False
+    return keep.nonzero().squeeze(1), held
 
 
 def stratified_sample(y: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

@@ -119,7 +119,7 @@ def reference_probabilities(x: torch.Tensor, labels: torch.Tensor, pool: torch.T
 
 
 def _train_and_score(x, labels, pool, recipe_cfg, recipe, folder: Path, split_seed: int, log) -> None:
-    from .data import ImageData, Splits, channel_stats, normalize, stratified_sample
+    from .data import ImageData, Splits, channel_stats, hold_out, normalize
     from .io import atomic_write_json
     from .models import load_model
     from .run import read_summary, train_run
@@ -135,13 +135,11 @@ def _train_and_score(x, labels, pool, recipe_cfg, recipe, folder: Path, split_se
         accuracies = []
         for i, (train_idx, score_idx) in enumerate(folds(labels, pool, split_seed)):
             images = ImageData(x[train_idx], labels[train_idx])
-            val_pick = stratified_sample(images.y, max(1, round(recipe_cfg.data.val_fraction * len(images))),
-                                         torch.Generator().manual_seed(split_seed))
-            keep = torch.ones(len(images), dtype=torch.bool)
-            keep[val_pick] = False
-            train = images.subset(keep.nonzero().squeeze(1))
+            kept, held = hold_out(images.y, max(1, round(recipe_cfg.data.val_fraction * len(images))),
+                                  torch.Generator().manual_seed(split_seed))
+            train = images.subset(kept)
             mean, std = channel_stats(train.x)
-            splits = Splits(train, images.subset(val_pick), None, int(labels.max()) + 1, mean, std)
+            splits = Splits(train, images.subset(held), None, int(labels.max()) + 1, mean, std)
             run = folder / f"fold-{i}"
             if (read_summary(run) or {}).get("status") != "completed":
                 log(f"instance noise: training reference model {i + 1} on {len(train)} images it will not relabel "
