@@ -22,9 +22,22 @@ def test_bad_arguments_exit_2(tmp_path: Path):
 def test_the_check_runs_on_the_cpu_and_writes_every_figure(tmp_path: Path):
     gpu_check = load_script("gpu_check")
     code = gpu_check.main([str(tmp_path), "--device", "cpu", "--images", "400", "--test-images", "80", "--width", "4",
-                           "--epochs", "2", "--batches", "32", "--no-tests"])
+                           "--epochs", "2", "--presets", "smoke", "gpu-fast", "--eval-batches", "16", "64",
+                           "--no-tests", "--no-compile"])
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert code == 0 and [r["run"] for r in report["runs"]] == ["full", "filtered-random 30%", "glister 30%"]
+    runs = ["full", "filtered-random 30%", "glister 30%"]
+    assert code == 0 and [(r["run"], r["preset"]) for r in report["runs"]] == [
+        *((run, "smoke") for run in runs), *((run, "gpu-fast") for run in runs)]
+    assert {r["batch"] for r in report["runs"]} == {128, 512}  # each preset's own batch size
     for row in report["runs"]:
         assert row["epoch_s"] > 0 and row["images_per_s"] > 0 and row["subset"] == (360 if row["run"] == "full" else 108)
         assert row["run"] == "full" or 0 < row["of_full_epoch_r20"] <= row["of_full_epoch"]
+    assert [r["eval_batch"] for r in report["evaluation"]] == [16, 64]
+    assert all(r["images_per_s"] > 0 for r in report["evaluation"])
+
+
+def test_an_unknown_preset_exits_2_naming_it(tmp_path: Path, capsys):
+    gpu_check = load_script("gpu_check")
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main([str(tmp_path), "--presets", "gpu-fats"])
+    assert exit_.value.code == 2 and "gpu-fats" in capsys.readouterr().err

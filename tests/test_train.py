@@ -12,7 +12,7 @@ from glister_train.errors import CheckpointError, TrainingDiverged
 from glister_train.models import load_model
 from glister_train.run import train_run
 from glister_train.tracking import MemoryTracker, read_metrics
-from glister_train.train import fit
+from glister_train.train import fit, setup
 
 from .conftest import tiny_config
 
@@ -301,14 +301,8 @@ def test_a_subset_smaller_than_one_batch_is_said(npz_dir: Path, tmp_path: Path):
     assert any("the subset is 1 image(s), less than one batch of 16" in line for line in lines)
 
 
-def test_on_an_accelerator_the_step_never_waits_for_the_host(npz_dir: Path, tmp_path: Path, monkeypatch):
-    """Where each step's loss is not checked on the host (a GPU), an epoch reads device values a fixed number of
-    times, however many steps it has: no .item() or bool() per step. Run here on the CPU with that mode forced."""
-    import glister_train.train as train_module
-    from glister_train.runtime import resolve_runtime
-    from glister_train.train import setup, train_epoch
-
-    monkeypatch.setattr(train_module, "checks_each_step", lambda rt: False)
+def count_host_reads(monkeypatch) -> dict[str, int]:
+    """Counts every read of a tensor's value by the host (each a device synchronisation on an accelerator)."""
     reads = {"n": 0}
     for name in ("__bool__", "item", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
@@ -318,6 +312,18 @@ def test_on_an_accelerator_the_step_never_waits_for_the_host(npz_dir: Path, tmp_
             return _original(self, *args)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
+def test_on_an_accelerator_the_step_never_waits_for_the_host(npz_dir: Path, tmp_path: Path, monkeypatch):
+    """Where each step's loss is not checked on the host (a GPU), an epoch reads device values a fixed number of
+    times, however many steps it has: no .item() or bool() per step. Run here on the CPU with that mode forced."""
+    import glister_train.train as train_module
+    from glister_train.runtime import resolve_runtime
+    from glister_train.train import train_epoch
+
+    monkeypatch.setattr(train_module, "checks_each_step", lambda rt: False)
+    reads = count_host_reads(monkeypatch)
     counts = {}
     for batch_size in (32, 8):  # 3 steps, then 12
         cfg = tiny_config(npz_dir, train={"batch_size": batch_size})
@@ -327,6 +333,24 @@ def test_on_an_accelerator_the_step_never_waits_for_the_host(npz_dir: Path, tmp_
         train_epoch(state.model, state.loader, state.opt, resolve_runtime(cfg.runtime), 0, False)
         counts[len(state.loader)] = reads["n"]
     assert len(set(counts.values())) == 1, counts  # the same reads for 3 steps as for 12
+
+
+def test_evaluation_reads_the_device_once_however_many_batches(npz_dir: Path, monkeypatch):
+    from glister_train.evaluate import evaluate
+    from glister_train.runtime import resolve_runtime
+
+    cfg = tiny_config(npz_dir)
+    splits = load_splits(cfg.data)
+    rt = resolve_runtime(cfg.runtime)
+    model = setup(cfg, splits, log=quiet).model
+    results, reads = {}, count_host_reads(monkeypatch)
+    for batch in (len(splits.test), 7):
+        reads["n"] = 0
+        results[batch] = evaluate(model, splits.test, splits.mean, splits.std, rt, batch)
+        results[batch] = (*results[batch], reads["n"])
+    big, small = results.values()
+    assert big[2] == small[2] == 2  # the loss and the accuracy, once each
+    assert big[1] == small[1] and big[0] == pytest.approx(small[0], rel=1e-5)
 
 
 def test_on_an_accelerator_a_nan_still_stops_training_naming_the_first_bad_step(npz_dir: Path, tmp_path: Path,
