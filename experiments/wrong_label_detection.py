@@ -44,13 +44,32 @@ def given_probability(model: torch.nn.Module, splits: Splits, mean: torch.Tensor
     return torch.cat(out)
 
 
+def fit_head(features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+             steps: int = 300, weight_decay: float = 5e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) minimizing the cross-entropy on (``features``, ``labels``) plus an L2 penalty on the weight,
+    from the given ones, by L-BFGS (no randomness): multinomial logistic regression on the penultimate features."""
+    w = weight.detach().float().cpu().clone().requires_grad_(True)
+    b = bias.detach().float().cpu().clone().requires_grad_(True)
+    x, y = features.float().cpu(), labels.cpu()
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w.T + b, y) + weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach(), b.detach()
+
+
 def refit_head(model: torch.nn.Module, splits: Splits, steps: int = 300) -> torch.Tensor:
     """Each training image's probability of its given label from the model's penultimate features and a last layer
-    fitted anew to the trusted set's (the selector's ``fit_head``, eval mode, un-augmented)."""
+    fitted anew to the trusted set's (eval mode, un-augmented)."""
     from glister_train.models import last_layer_parts
     from glister_train.selection.base import Environment
     from glister_train.selection.forward import eval_features
-    from glister_train.selection.trusted_head import fit_head
 
     env = Environment(mean=splits.mean, std=splits.std, batch_size=500)
     hv, _, _ = eval_features(model, splits.val.x, env)

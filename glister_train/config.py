@@ -316,8 +316,9 @@ def load_preset(name: str) -> Config:
 
 def load_file(path: str | Path) -> Config:
     """A config file written by a run (``config.yaml``) or by hand, on top of the defaults. A run folder's config
-    from before the selectors owned their options names the keys since retired (``report`` still reads it)."""
-    from .retired import retired_keys
+    that set a lever since retired names it (``report`` still reads it); options since retired that were off are
+    dropped, as the run did what the selector does now."""
+    from .retired import drop_retired_options, retired_keys
 
     raw = read_yaml(path)
     old = retired_keys(raw)
@@ -325,6 +326,11 @@ def load_file(path: str | Path) -> Config:
         raise ConfigError(f"{str(path)!r} was written before the selection options were split between the selectors "
                           f"(it sets {', '.join('selection.' + k for k in old[:4])}); `report` reads it, but it "
                           "cannot be resumed or reused: start a new run")
+    raw, retired = drop_retired_options(raw)
+    if retired:
+        levers = ", ".join(f"selection.{k}={v}" for k, v in retired.items())
+        raise ConfigError(f"{str(path)!r} ran {levers}, a lever since removed (its figures are in the selector's "
+                          "ablation table); `report` reads it, but it cannot be resumed or reused: start a new run")
     return validate(merge(Config(), raw, str(path)))
 
 

@@ -93,18 +93,9 @@ class AdaptiveSubsetLoader:
     def observes_training(self) -> bool:
         return getattr(self.selector, "observes_training", False)
 
-    @property
-    def observes_features(self) -> bool:
-        return self.observes_training and getattr(self.selector, "observes_features", False)
-
-    def observe(self, idx: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
-                features: torch.Tensor | None = None) -> None:
-        """The examples ``idx`` were just trained on, with these labels and logits (and penultimate features, for a
-        selector that ``observes_features``)."""
-        if features is None:
-            self.selector.observe(idx, labels, logits)
-        else:
-            self.selector.observe(idx, labels, logits, features=features)
+    def observe(self, idx: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
+        """The examples ``idx`` were just trained on, with these labels and logits."""
+        self.selector.observe(idx, labels, logits)
 
     def wants_validation(self, epoch: int) -> bool:
         """Whether the selector takes the validation set's features for a selection due at ``epoch``."""

@@ -1,10 +1,13 @@
-"""Run folders written before the selectors owned their options (commit 046875f and earlier), read for reports.
+"""Run folders that set levers since retired, read for reports.
 
-Then one ``glister`` selector read 26 keys; ``sampling: soft`` with ``temperature: .inf`` was in truth the
-validation-calibrated filter that is ``filtered-random`` now. :func:`translate` maps such a config onto the current
-selectors and names every retired lever that was switched on, so that ``report`` and
-``experiments/claim_table.py`` label those runs for what they ran. Such a folder is not resumed
-(:func:`config.load_file` refuses it with a one-line message).
+Before the selectors owned their options (commit 046875f and earlier) one ``glister`` selector read 26 keys;
+``sampling: soft`` with ``temperature: .inf`` was in truth the validation-calibrated filter that is
+``filtered-random`` now. Since then a few of a selector's own options were screened, lost and were removed
+(:data:`DROPPED_OPTIONS`, :data:`DROPPED_VALUES`; their rows stay in the selector's ablation table).
+:func:`translate` maps such a config onto the current selectors and names every retired lever that was switched
+on, so that ``report`` and ``experiments/claim_table.py`` label those runs for what they ran. Such a folder is not
+resumed (:func:`config.load_file` refuses it with a one-line message), unless its retired options were all off:
+then it ran what the selector runs now, and they are dropped (:func:`drop_retired_options`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ OLD_KEYS: dict[str, Any] = {
     "pool_fraction": 1.0, "uniform_share": 0.0, "drop_share": 0.0, "drop_negative": False, "redraw": True,
     "center_features": False, "score_source": "auto", "drop_share_auto": True, "hard_ratio": 1.0,
     "coverage": False, "curriculum": 0.0,
+}
+# a selector's own options removed after the split, each with the value that ran what the selector does now
+DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
+    "filtered-random": {"min_drop_share": 0.0},  # set aside at least a share: lost under instance noise
+}
+# values of an option removed the same way, each with the value such a config is read with instead
+DROPPED_VALUES: dict[tuple[str, str, Any], Any] = {
+    ("filtered-random", "rank_by", "trusted"): "confidence",  # labels judged by a last layer fitted to the trusted set
 }
 GLISTER_KEYS = ("greedy", "block_size", "epsilon", "eta", "last_layer", "lookahead", "per_class", "backend")
 
@@ -40,10 +51,26 @@ def retired_keys(raw: dict[str, Any]) -> list[str]:
     return [k for k in selection if k in OLD_KEYS and k not in owned]
 
 
+def drop_retired_options(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the config without the options its selector has dropped since, read as the selector now runs, those it set
+    to anything but their off value: key -> value)."""
+    selection = raw.get("selection") if isinstance(raw, dict) else None
+    if not isinstance(selection, dict):
+        return raw, {}
+    name = selection.get("selector")
+    dropped = DROPPED_OPTIONS.get(name, {})
+    kept = {k: v for k, v in selection.items() if k not in dropped}
+    retired = {k: v for k, v in selection.items() if k in dropped and v != dropped[k]}
+    for (selector, key, value), instead in DROPPED_VALUES.items():
+        if selector == name and kept.get(key) == value:
+            kept[key], retired[key] = instead, value
+    return {**raw, "selection": kept}, retired
+
+
 def translate(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the config with its selection section in the current form, the retired levers it had on: key -> value)."""
     if not retired_keys(raw):
-        return raw, {}
+        return drop_retired_options(raw)
     old = dict(raw["selection"])
     schedule = {k: v for k, v in old.items() if k not in OLD_KEYS}
     retired = {k: old[k] for k, off in OLD_KEYS.items() if off is not None and k in old and old[k] != off}

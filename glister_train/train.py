@@ -244,43 +244,24 @@ def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim
     each_step = checks_each_step(rt)
     seen = 0
     observe = loader.observes_training  # the selector watches this pass: it gets each example's logits
-    tap = FeatureTap(model) if loader.observes_features else None  # ... and, if it asks, their features
-    try:
-        for step, batch in enumerate(loader):
-            loss = train_step(model, batch, opt, rt, epoch, step, progress, check=each_step)
-            if not each_step:
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.value), step, first_bad)
-                if (step + 1) % CHECK_EVERY == 0:
-                    stop_if_diverged(first_bad, epoch, progress)
-            if observe:
-                loader.observe(batch.idx, batch.y, loss.logits, None if tap is None else tap.features)
-            loss_sum += (loss.losses * batch.w).sum()
-            weight_sum += batch.w.sum()
-            correct += (loss.logits.argmax(1) == batch.y).sum()
-            seen += len(batch.y)
-            progress.update(step + 1, loss.value)
-    finally:
-        if tap is not None:
-            tap.close()
+    for step, batch in enumerate(loader):
+        loss = train_step(model, batch, opt, rt, epoch, step, progress, check=each_step)
+        if not each_step:
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.value), step, first_bad)
+            if (step + 1) % CHECK_EVERY == 0:
+                stop_if_diverged(first_bad, epoch, progress)
+        if observe:
+            loader.observe(batch.idx, batch.y, loss.logits)
+        loss_sum += (loss.losses * batch.w).sum()
+        weight_sum += batch.w.sum()
+        correct += (loss.logits.argmax(1) == batch.y).sum()
+        seen += len(batch.y)
+        progress.update(step + 1, loss.value)
     if not each_step:
         stop_if_diverged(first_bad, epoch, progress)
     progress.close()
     loss_sum, weight_sum, correct, seen = distributed.all_sum([float(loss_sum), float(weight_sum), float(correct), seen])
     return loss_sum / weight_sum, correct / seen
-
-
-class FeatureTap:
-    """The final layer's input in the model's latest forward pass: each example's penultimate features."""
-
-    def __init__(self, model: nn.Module):
-        self.features: torch.Tensor | None = None
-        self.handle = last_layer_parts(model)[1].register_forward_hook(self.keep)
-
-    def keep(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-        self.features = inputs[0].detach()
-
-    def close(self) -> None:
-        self.handle.remove()
 
 
 def stop_if_diverged(first_bad: torch.Tensor, epoch: int, progress: Progress) -> None:

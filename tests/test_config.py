@@ -89,7 +89,7 @@ def test_unknown_preset_lists_the_available_ones():
     (["--set", "selection.drop_share_scale=inf"], r"selection.drop_share_scale: inf is invalid"),
     (["--set", "selection.agreement_sample=2.5"], r"selection.agreement_sample: expected an integer, got 2.5"),
     (["--set", "selection.eta=0.1"], r"selection.eta: not an option of the filtered-random selector \(its options: "
-                                     r"class_budget, agreement_sample, drop_share_scale, min_drop_share, rank_by\)"),
+                                     r"class_budget, agreement_sample, drop_share_scale, rank_by\)"),
     (["--set", "selection.hard_ratio=2"], r"selection.hard_ratio: not an option of the filtered-random selector"),
     (["--selector", "random", "--set", "selection.rank_by=margin"], r"selection.rank_by: not an option of the random "
                                                                       r"selector \(its options: class_budget\)"),
@@ -133,8 +133,7 @@ def test_the_selectors_options_are_written_beside_the_schedule_and_read_back():
     assert C.validate(C.merge(C.Config(), C.to_dict(cfg))) == cfg
     default = resolve().selection
     assert default.selector == "filtered-random" and default.options == {
-        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "min_drop_share": 0.0,
-        "rank_by": "confidence"}
+        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "rank_by": "confidence"}
 
 
 def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp_path: Path):
@@ -143,6 +142,25 @@ def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     with pytest.raises(ConfigError, match="written before the selection options were split .* cannot be resumed"):
         C.load_file(tmp_path / "config.yaml")
+
+
+@pytest.mark.parametrize("dropped, retired", [({"min_drop_share": 0.2}, {"min_drop_share": 0.2}),
+                                             ({"rank_by": "trusted"}, {"rank_by": "trusted"}),
+                                             ({"min_drop_share": 0.0}, {})])
+def test_a_run_with_an_option_since_removed_is_read_as_it_ran_and_resumed_only_if_it_was_off(tmp_path: Path, dropped,
+                                                                                             retired):
+    from glister_train.retired import translate
+
+    ran = {"selection": {"selector": "filtered-random", "fraction": 0.3, "rank_by": "confidence", **dropped}}
+    new, found = translate(ran)
+    assert found == retired
+    assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "rank_by": "confidence"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(ran))
+    if retired:
+        with pytest.raises(ConfigError, match=r"ran selection\.\w+=\S+, a lever since removed .* cannot be resumed"):
+            C.load_file(tmp_path / "config.yaml")
+    else:  # it ran exactly what filtered-random runs now
+        assert C.load_file(tmp_path / "config.yaml").selection.options["rank_by"] == "confidence"
 
 
 def test_retired_settings_translate_to_what_the_run_ran():

@@ -135,8 +135,7 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"rank_by": "gain"}, "rank_by"),
-                                              ({"min_drop_share": 0.95}, "min_drop_share")])
+                                              ({"rank_by": "gain"}, "rank_by")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 
@@ -154,67 +153,3 @@ def test_what_the_pass_shows_it_stays_on_the_device_that_computed_it():
     cpu = selector(train_size=10)
     cpu.observe(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.randn(2, 4))
     assert {v.device.type for v in cpu.state_dict()["records"].values()} == {"cpu"}
-
-
-def clusters(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features that carry the true class of 4 (one axis each, with noise), and those classes."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 4
-    return torch.eye(4)[y] * 2 + 0.3 * torch.randn(n, 4, generator=g), y
-
-
-def test_a_last_layer_fitted_to_the_trusted_set_reads_its_labels_from_the_features():
-    from glister_train.selection.trusted_head import fit_head, held_out_accuracy
-
-    h, y = clusters(200, seed=0)
-    swapped = torch.eye(4)[[1, 0, 3, 2]] * 3  # a last layer that learnt two swaps
-    assert float(((h @ swapped.T).argmax(1) == y).float().mean()) == 0
-    w, b = fit_head(h, y, swapped, torch.zeros(4))
-    assert float(((h @ w.T + b).argmax(1) == y).float().mean()) == 1
-    assert torch.equal(w, fit_head(h, y, swapped, torch.zeros(4))[0])  # no randomness
-    assert held_out_accuracy(h, y, swapped, torch.zeros(4)) > 0.95
-
-
-def test_rank_by_trusted_sets_aside_the_labels_the_trusted_set_disputes_however_sure_the_model_is():
-    """Memorized wrong labels look as sure as right ones in the logits; the features, read by a last layer fitted
-    to the trusted set, still show their class."""
-    from glister_train.selection.trusted_head import fit_head
-
-    h, true = clusters(200, seed=1)
-    wrong = torch.arange(200) % 5 == 0  # a fifth of each class
-    given = torch.where(wrong, (true + 1) % 4, true)
-    memorized = torch.eye(4)[given] * 4  # the model agrees with every given label
-    hv, yv = clusters(80, seed=2)
-    weight, bias = fit_head(hv, yv, torch.zeros(4, 4), torch.zeros(4))
-    cache = {"zv": torch.eye(4)[yv] * 5, "yv": yv, "agree": torch.tensor(0.75), "val_acc": torch.tensor(1.0),
-             "head_weight": weight, "head_bias": bias}
-    train = ImageData(torch.zeros(200, 3, 8, 8, dtype=torch.uint8), given)
-    chosen = {}
-    for rank_by in ("trusted", "confidence"):
-        sel = selector(train_size=200, rank_by=rank_by, class_budget="size")
-        assert sel.observes_features == (rank_by == "trusted")
-        sel.observe(torch.arange(200), given, memorized, **({"features": h} if rank_by == "trusted" else {}))
-        chosen[rank_by] = sel.redraw(cache if rank_by == "trusted" else {k: cache[k] for k in ("zv", "yv", "agree")},
-                                     train, 100, generator=torch.Generator().manual_seed(3))
-    assert chosen["trusted"].stats["select_drop_share"] == pytest.approx(0.25)
-    floor = selector(train_size=200, rank_by="trusted", min_drop_share=0.3)
-    floor.observe(torch.arange(200), given, memorized, features=h)
-    assert floor.redraw(cache, train, 100, generator=torch.Generator()).stats["select_drop_share"] == 0.3
-    assert not bool(wrong[chosen["trusted"].indices].any())
-    assert bool(wrong[chosen["confidence"].indices].any())
-
-
-def test_rank_by_trusted_selects_from_a_real_model_without_touching_it():
-    model, train, val, wrong, logits = noisy_problem()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    sel = selector(train_size=len(train), rank_by="trusted")
-    embed = model.embed
-    with torch.no_grad():
-        model.train()
-        sel.observe(torch.arange(len(train)), train.y, logits, features=embed((train.x.float() / 255 - 0.5) / 0.25))
-    a = sel.select(model, train, val, 150, generator=torch.Generator().manual_seed(3))
-    assert len(torch.unique(a.indices)) == 150 and 0 < a.stats["select_drop_share"] <= 0.9
-    assert float(wrong[a.indices].float().mean()) < 0.5 * float(wrong.float().mean())
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    assert torch.equal(torch.get_rng_state(), rng)

@@ -62,12 +62,8 @@ FROM_TRAINING = {"selector": "filtered-random", "select_every": 2, "rank_by": "m
 MATCHED_WARM = {"select_every": 2, "kappa": 0.6, "kappa_matched": True}  # 5 epochs: 0-1 full, 2 skipped, then 0.5
 
 
-TRUSTED = {"selector": "filtered-random", "select_every": 2, "rank_by": "trusted"}
-
-
-@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING, MATCHED_WARM, TRUSTED],
-                         ids=["adaptive-random", "glister-soft-redraw", "filtered-random", "matched-warm-start",
-                              "filtered-random-trusted"])
+@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING, MATCHED_WARM],
+                         ids=["adaptive-random", "glister-soft-redraw", "filtered-random", "matched-warm-start"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path, selection):
     cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=selection)
     full = train_run(cfg, tmp_path / "full", log=quiet)

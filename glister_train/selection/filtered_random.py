@@ -6,10 +6,8 @@ aside is re-estimated: a model that gets a share ``A`` of the validation set rig
 ``a`` of the training labels measured the same way (eval mode, un-augmented, ``agreement_sample`` images), sees
 about ``1 - a / A`` of them as wrong; 0 on clean data, where ``a >= A``, so there it is adaptive random with class
 quotas. What is set aside is the lowest of each class by the model's latest probability of the label, taken from
-the training pass itself (``rank_by: confidence``), by the label's logit margin averaged over every time the
-pass trained on the example (``rank_by: margin``, the area under the margin of Pleiss et al., 2020), or by the
-label's probability under a last layer fitted to the trusted set, on the pass's features (``rank_by: trusted``,
-which judges the estimate's agreement the same way).
+the training pass itself (``rank_by: confidence``), or by the label's logit margin averaged over every time the
+pass trained on the example (``rank_by: margin``, the area under the margin of Pleiss et al., 2020).
 
 Where the loop cannot show it the training pass (torchrun, torch.compile) it runs the pool through the model in
 eval mode at each selection instead and draws from that until the next.
@@ -32,10 +30,9 @@ from .base import Environment, Selection, require
 from .forward import eval_features, logits_of
 from .quotas import class_quotas
 from .sampling import draw, exclude_lowest
-from .trusted_head import fit_head, held_out_accuracy
 
 CLASS_MIXES = ("val_share", "size")
-RANKINGS = ("confidence", "margin", "trusted")
+RANKINGS = ("confidence", "margin")
 
 
 @dataclass(frozen=True)
@@ -45,12 +42,7 @@ class FilteredRandomOptions:
     class_budget: str = "val_share"
     agreement_sample: int = 1000  # training images scored the validation set's way for the estimate
     drop_share_scale: float = 1.0  # set aside this multiple of the estimated wrong-label share (at most 0.9)
-    # set aside at least this share, whatever the estimate: under noise that falls where the model is unsure, the
-    # estimate's model agrees with the wrong labels as often as it gets the trusted set right, and reads 0
-    min_drop_share: float = 0.0
-    # confidence (latest probability of the label) | margin (its average margin) | trusted (the label's probability
-    # under a last layer fitted to the trusted set, on the latest features: selection/trusted_head.py)
-    rank_by: str = "confidence"
+    rank_by: str = "confidence"  # confidence (latest probability of the label) | margin (its average margin)
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
@@ -58,7 +50,6 @@ class FilteredRandomOptions:
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
         require(self.rank_by in RANKINGS, "rank_by", self.rank_by, f"one of {', '.join(RANKINGS)}")
-        require(0 <= self.min_drop_share <= 0.9, "min_drop_share", self.min_drop_share, "in [0, 0.9], e.g. 0.2")
 
 
 def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
@@ -86,7 +77,6 @@ class FilteredRandomSelector:
     def __init__(self, options: FilteredRandomOptions, env: Environment, train_size: int):
         self.options, self.env = options, env
         self.observes_training = env.training_visible
-        self.observes_features = options.rank_by == "trusted"
         # what the training pass showed of each example when it last trained on it
         self.records: dict[str, torch.Tensor] = {}
         self.val_features: torch.Tensor | None = None  # handed over by the evaluation for the next selection
@@ -94,8 +84,7 @@ class FilteredRandomSelector:
 
     # ------------------------------------------------------------ what the loop shows it
 
-    def observe(self, indices: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
-                features: torch.Tensor | None = None) -> None:
+    def observe(self, indices: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> None:
         """Keep what the pass computed, where it computed it: on a GPU the records stay there, so a training step
         never waits for a copy to the host."""
         n, logits, device = self.train_size, logits.detach().float(), logits.device
@@ -105,12 +94,8 @@ class FilteredRandomSelector:
                             "times_seen": torch.zeros(n, dtype=torch.int32, device=device)}
             if self.options.rank_by == "margin":
                 self.records["margin_sum"] = torch.zeros(n, dtype=torch.float64, device=device)
-            if features is not None:
-                self.records["features"] = torch.zeros(n, features.shape[1], device=device)
         indices = indices.to(device, non_blocking=True)
         self.records["logits"][indices] = logits
-        if features is not None:
-            self.records["features"][indices] = features.float()
         self.records["seen"][indices] = True
         self.records["times_seen"][indices] += 1
         if "margin_sum" in self.records:
@@ -133,42 +118,29 @@ class FilteredRandomSelector:
         """Re-estimate the wrong-label share with the model as it is now, then draw."""
         start = time.perf_counter()
         reused = self.val_features is not None
-        fc = last_layer_parts(model)[1]
         if reused:
-            hv = self.val_features
-            zv = logits_of(hv, fc)
+            zv = logits_of(self.val_features, last_layer_parts(model)[1])
         else:
-            hv, zv, _ = eval_features(model, val.x, self.env)
+            _, zv, _ = eval_features(model, val.x, self.env)
         self.val_features = None
         if not torch.isfinite(zv).all():
             raise NonFiniteSelection("non-finite validation logits")
-        yv = val.y.cpu()
-        cache = {"zv": zv, "yv": yv}
-        if self.options.rank_by == "trusted":  # a last layer of the trusted set's, and how well such a one does there
-            cache["head_weight"], cache["head_bias"] = fit_head(hv, yv, fc.weight, fc.bias)
-            cache["val_acc"] = torch.tensor(held_out_accuracy(hv, yv, fc.weight, fc.bias))
+        cache = {"zv": zv, "yv": val.y.cpu()}
         if self.observes_training:
             pick = torch.randperm(len(train), generator=generator)[: self.options.agreement_sample]
-            h, z, _ = eval_features(model, train.x[pick.to(train.x.device)], self.env)
-            cache["agree"] = torch.tensor(accuracy(self.judge(h, z, cache), train.y[pick.to(train.y.device)].cpu()))
+            _, z, _ = eval_features(model, train.x[pick.to(train.x.device)], self.env)
+            cache["agree"] = torch.tensor(accuracy(z, train.y[pick.to(train.y.device)].cpu()))
         else:  # the whole pool, the validation set's way: its confidences rank it until the next selection
-            h, z, _ = eval_features(model, train.x, self.env)
+            _, z, _ = eval_features(model, train.x, self.env)
             if not torch.isfinite(z).all():
                 raise NonFiniteSelection("non-finite logits of the training pool")
             y = train.y.cpu()
-            z = self.judge(h, z, cache)
             cache["agree"] = torch.tensor(accuracy(z, y))
             cache["rank"] = torch.softmax(z, 1)[torch.arange(len(y)), y]
         forward_time = time.perf_counter() - start
         selection = self.redraw(cache, train, budget, generator=generator)
         selection.stats.update(select_forward_time=forward_time, select_val_reused=float(reused))
         return selection
-
-    def judge(self, features: torch.Tensor, logits: torch.Tensor, cache: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The logits the labels are judged by: the model's, or the trusted set's last layer on its features."""
-        if "head_weight" not in cache:
-            return logits
-        return features.float().to(cache["head_weight"].device) @ cache["head_weight"].T + cache["head_bias"]
 
     def redraw(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int, *,
                generator: torch.Generator) -> Selection:
@@ -186,10 +158,8 @@ class FilteredRandomSelector:
                                  select_kept_share=float(torch.isfinite(keys).float().mean()))
 
     def share(self, cache: dict[str, torch.Tensor]) -> float:
-        """The share to set aside, from the agreement and the validation accuracy of the same judge."""
-        val_acc = float(cache["val_acc"]) if "val_acc" in cache else accuracy(cache["zv"], cache["yv"])
-        estimate = wrong_label_share(float(cache["agree"]), val_acc, self.options.drop_share_scale)
-        return max(estimate, self.options.min_drop_share)
+        """The share to set aside, from the model's agreement with the training labels and its validation accuracy."""
+        return wrong_label_share(float(cache["agree"]), accuracy(cache["zv"], cache["yv"]), self.options.drop_share_scale)
 
     def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(which examples have a rank, the rank of each, lowest set aside first, the share to set aside)."""
@@ -202,8 +172,6 @@ class FilteredRandomSelector:
         if not seen.any():
             return seen, torch.ones(n), 0.0
         logits = records["logits"][seen]
-        if "features" in records:
-            logits = self.judge(records["features"][seen], logits, cache)
         if not torch.isfinite(logits).all():
             raise NonFiniteSelection("non-finite logits in the training pass's records")
         share = self.share(cache)
