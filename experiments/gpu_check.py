@@ -7,13 +7,15 @@
 It needs nothing from the network and no dataset. It writes CIFAR-10's shape of generated images to `OUT/data`:
 50,000 + 10,000 images of 32 x 32 x 3, seeded. Timings need no real pixels.
 
-For each `--presets` entry (by default `base`, the CORDS-faithful batch 20, and `gpu-fast`, batch 512 with the
-learning rate scaled linearly) it trains ResNet-18 at `--width` (64, the standard) for `--epochs` epochs, three runs:
+For each `--presets` entry (by default `base`, the CORDS-faithful batch 20; `gpu-fast`, batch 128; and
+`gpu-fast@512`: a preset at another batch size, its learning rate scaled linearly) it trains ResNet-18 at `--width`
+(64, the standard) for `--epochs` epochs, three runs:
 - full data;
 - the default (`filtered-random`) at 30%;
 - `--selector glister` at 30% (its batched greedy on the GPU);
-and, unless `--no-compile`, the last preset's full-data run once more with `runtime.compile=true`, whose first epoch
-minus a later one is what `torch.compile` costs and whose later epochs are what it saves.
+and, unless `--no-compile`, `gpu-fast`'s full-data run once more with `runtime.compile=true` (the first preset's if
+`gpu-fast` is not among them), whose first epoch minus a later one is what `torch.compile` costs and whose later
+epochs are what it saves.
 
 A selection runs every epoch (`select_every 1`), so its cost is measured; the table also gives it amortized over
 the standard schedule's 20 epochs. For each run it reports:
@@ -67,13 +69,24 @@ def gpu_tests(device: str) -> dict:
     return {"exit": done.returncode, "summary": last}
 
 
-def train(out: Path, data: Path, name: str, selector: str, fraction: float, preset: str, args: argparse.Namespace,
-          compiled: bool = False) -> dict:
+def batch_and_lr(entry: str) -> tuple[str, int, float]:
+    """``gpu-fast`` -> (the preset, its batch size, its learning rate); ``gpu-fast@512`` -> the preset at batch 512,
+    its learning rate scaled linearly."""
     from glister_train.config import load_preset
 
-    batch, lr = load_preset(preset).train.batch_size, load_preset(preset).train.lr
-    run = out / "runs" / f"{name.replace(' ', '-').replace('%', '')}-{preset}"
+    preset, _, batch = entry.partition("@")
+    train = load_preset(preset).train
+    if not batch:
+        return preset, train.batch_size, train.lr
+    return preset, int(batch), train.lr * int(batch) / train.batch_size
+
+
+def train(out: Path, data: Path, name: str, selector: str, fraction: float, entry: str, args: argparse.Namespace,
+          compiled: bool = False) -> dict:
+    preset, batch, lr = batch_and_lr(entry)
+    run = out / "runs" / f"{name.replace(' ', '-').replace('%', '').replace(',', '')}-{entry.replace('@', '-b')}"
     cmd = [sys.executable, "-m", "glister_train", "--preset", preset, "--dataset", "npz", "--data-dir", str(data),
+           "--batch-size", str(batch), "--lr", repr(lr),
            "--selector", selector, "--fraction", str(fraction), "--select-every", "1", "--epochs", str(args.epochs),
            "--device", args.device, "--set", f"model.width={args.width}", "--set", f"train.eval_every={args.epochs}",
            "--set", f"runtime.compile={str(compiled).lower()}", "--set", "run.progress=none",
@@ -83,14 +96,14 @@ def train(out: Path, data: Path, name: str, selector: str, fraction: float, pres
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        return {"run": name, "preset": preset, "batch": batch, "error": (done.stderr.strip().splitlines() or ["?"])[-1],
+        return {"run": name, "preset": entry, "batch": batch, "error": (done.stderr.strip().splitlines() or ["?"])[-1],
                 "wall_s": wall}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     timed = rows[1:] or rows  # the first epoch pays for warm-up
     epoch = statistics.median(r["epoch_time"] for r in timed)
     select = statistics.median(r["select_time"] for r in timed)
     images = statistics.median(r["subset_size"] / max(r["epoch_time"] - r["select_time"], 1e-9) for r in timed)
-    return {"run": name, "preset": preset, "batch": batch, "lr": lr, "epoch_s": round(epoch, 3),
+    return {"run": name, "preset": entry, "batch": batch, "lr": lr, "epoch_s": round(epoch, 3),
             "first_epoch_s": round(rows[0]["epoch_time"], 3), "select_s": round(select, 3),
             "train_s": round(epoch - select, 3), "images_per_s": round(images, 1),
             "gpu_peak_mb": max((r.get("gpu_peak_mb", 0.0) for r in rows), default=0.0),
@@ -132,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-images", type=int, default=10000)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--presets", nargs="+", default=["base", "gpu-fast"],
-                   help="configs/ presets to time (their batch size and learning rate)")
+    p.add_argument("--presets", nargs="+", default=["base", "gpu-fast", "gpu-fast@512"],
+                   help="configs/ presets to time at their batch size and learning rate, or PRESET@BATCH: at another "
+                        "batch size, the learning rate scaled linearly")
     p.add_argument("--eval-batches", type=int, nargs="+", default=[256, 1024])
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     p.add_argument("--run-timeout", type=float, default=240, help="seconds one run may take")
@@ -145,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{flag} {value} is invalid; it must be an integer >= 1")
     from glister_train.config import preset_names
 
-    for preset in args.presets:
+    for entry in args.presets:
+        preset, _, batch = entry.partition("@")
         if preset not in preset_names():
-            p.error(f"--presets {preset} is not a preset; available: {', '.join(preset_names())}")
+            p.error(f"--presets {entry}: {preset} is not a preset; available: {', '.join(preset_names())}")
+        if batch and not (batch.isdigit() and int(batch) >= 1):
+            p.error(f"--presets {entry}: the batch size after @ must be an integer >= 1, e.g. gpu-fast@512")
     args.out.mkdir(parents=True, exist_ok=True)
     data = make_data(args.out / "data", args.images, args.test_images)
     report = {"device": args.device, "images": args.images, "width": args.width, "epochs": args.epochs,
@@ -158,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         report["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible"
     plan = [(name, selector, fraction, preset, False) for preset in args.presets for name, selector, fraction in RUNS]
     if not args.no_compile:
-        plan.append(("full, compiled", "full", 1.0, args.presets[-1], True))
+        plan.append(("full, compiled", "full", 1.0, "gpu-fast" if "gpu-fast" in args.presets else args.presets[0], True))
     for name, selector, fraction, preset, compiled in plan:
         row = train(args.out, data, name, selector, fraction, preset, args, compiled)
         report["runs"].append(row)
