@@ -47,8 +47,8 @@ RANDOM, BALANCED = "adaptive random", "class-balanced random"
 GLISTER, DEFAULT = "GLISTER", "filtered-random (default)"
 HEADLINE = (FULL, FULL_BUDGET, RANDOM, BALANCED, GLISTER, DEFAULT)
 # the options a method is named by when they hold their defaults (anything else is an ablation row)
-DEFAULTS = {"filtered-random": {"class_budget": "val_share", "agreement_sample": 1000, "agreement_mix": "pool",
-                                "drop_share_scale": 1.0, "rank_by": "confidence"},
+DEFAULTS = {"filtered-random": {"class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0,
+                                "rank_by": "confidence"},
             "glister": {"greedy": "batched", "block_size": 0, "epsilon": 0.01, "eta": 0.0, "last_layer": "full",
                         "lookahead": "sum", "per_class": True, "sampling": "greedy", "temperature": 1.0,
                         "val_gradient": "all", "backend": "eager"}}

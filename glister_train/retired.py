@@ -27,7 +27,10 @@ OLD_KEYS: dict[str, Any] = {
 }
 # a selector's own options removed after the split, each with the value that ran what the selector does now
 DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
-    "filtered-random": {"min_drop_share": 0.0},  # set aside at least a share: lost under instance noise
+    "filtered-random": {
+        "min_drop_share": 0.0,  # set aside at least a share: lost under instance noise
+        "agreement_mix": "pool",  # the agreement in the validation set's class mix: tied under the 10x imbalance
+    },
 }
 # values of an option removed the same way, each with the value such a config is read with instead
 DROPPED_VALUES: dict[tuple[str, str, Any], Any] = {

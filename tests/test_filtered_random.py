@@ -9,12 +9,7 @@ from torch.nn import functional as F
 from glister_train.data import ImageData
 from glister_train.models import TinyNet
 from glister_train.selection.base import Environment
-from glister_train.selection.filtered_random import (
-    FilteredRandomOptions,
-    FilteredRandomSelector,
-    agreement_in_mix,
-    wrong_label_share,
-)
+from glister_train.selection.filtered_random import FilteredRandomOptions, FilteredRandomSelector, wrong_label_share
 from glister_train.selection.quotas import budget_quotas
 
 from .conftest import make_images
@@ -102,22 +97,6 @@ def test_the_estimate_is_one_minus_agreement_over_validation_accuracy():
     assert wrong_label_share(1.0, 1.0, 1.0) == 0.0  # never negative
 
 
-
-def test_the_agreement_in_the_validation_mix_weighs_each_class_as_the_validation_set_does():
-    """Clean labels from skewed classes: the model is right on every image of the large class and on half of the
-    small one's. Drawn from the pool the agreement is 0.95; in a balanced validation set's mix 0.75, the share
-    its accuracy A is measured in."""
-    y = torch.tensor([0] * 90 + [1] * 10)
-    predicted = y.clone()
-    predicted[90:95] = 0
-    logits = F.one_hot(predicted, 3).float()
-    yv = torch.tensor([0, 1, 2] * 4)
-    assert float((logits.argmax(1) == y).float().mean()) == pytest.approx(0.95)
-    assert agreement_in_mix(logits, y, yv) == pytest.approx(0.75)  # class 2 absent from the sample: left out
-    pool, mixed = selector(), selector(agreement_mix="val_share")
-    assert pool.agreement(logits, y, yv) == pytest.approx(0.95) and mixed.agreement(logits, y, yv) == pytest.approx(0.75)
-    assert agreement_in_mix(logits, y, y) == pytest.approx(0.95)  # in the pool's own mix it is the plain share
-
 def test_rank_by_margin_sets_aside_the_lowest_average_margin_not_the_latest_confidence():
     """A memorized wrong label looks sure in its latest pass but not in its history: the margin sees it."""
     train, val = images(80, seed=1), images(24, seed=1)
@@ -156,8 +135,7 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"rank_by": "gain"}, "rank_by"),
-                                              ({"agreement_mix": "balanced"}, "agreement_mix")])
+                                              ({"rank_by": "gain"}, "rank_by")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 

@@ -32,7 +32,6 @@ from .quotas import class_quotas
 from .sampling import draw, exclude_lowest
 
 CLASS_MIXES = ("val_share", "size")
-AGREEMENT_MIXES = ("pool", "val_share")
 RANKINGS = ("confidence", "margin")
 
 
@@ -42,16 +41,11 @@ class FilteredRandomOptions:
     # set is balanced) | size (the pool's)
     class_budget: str = "val_share"
     agreement_sample: int = 1000  # training images scored the validation set's way for the estimate
-    # the agreement a as drawn from the pool (pool), or each class's weighted by its share of the validation set
-    # (val_share), the mix A is measured in: with skewed classes the two mixes differ, and so would a and A on clean data
-    agreement_mix: str = "pool"
     drop_share_scale: float = 1.0  # set aside this multiple of the estimated wrong-label share (at most 0.9)
     rank_by: str = "confidence"  # confidence (latest probability of the label) | margin (its average margin)
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
-        require(self.agreement_mix in AGREEMENT_MIXES, "agreement_mix", self.agreement_mix,
-                f"one of {', '.join(AGREEMENT_MIXES)}")
         require(self.agreement_sample >= 1, "agreement_sample", self.agreement_sample, "an integer >= 1, e.g. 1000")
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
@@ -66,17 +60,6 @@ def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y).float().mean())
-
-
-def agreement_in_mix(logits: torch.Tensor, y: torch.Tensor, yv: torch.Tensor) -> float:
-    """The share of the labels ``y`` the logits agree with, each class's share weighted by its share of ``yv``
-    (classes absent from ``y`` left out)."""
-    k = logits.shape[1]
-    right = (logits.argmax(1) == y).float()
-    counts = torch.bincount(y, minlength=k).float()
-    per_class = torch.zeros(k).index_add_(0, y, right) / counts.clamp_min(1)
-    weight = torch.bincount(yv, minlength=k).float() * (counts > 0)
-    return float((per_class * weight).sum() / weight.sum())
 
 
 def label_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -146,22 +129,18 @@ class FilteredRandomSelector:
         if self.observes_training:
             pick = torch.randperm(len(train), generator=generator)[: self.options.agreement_sample]
             _, z, _ = eval_features(model, train.x[pick.to(train.x.device)], self.env)
-            cache["agree"] = torch.tensor(self.agreement(z, train.y[pick.to(train.y.device)].cpu(), cache["yv"]))
+            cache["agree"] = torch.tensor(accuracy(z, train.y[pick.to(train.y.device)].cpu()))
         else:  # the whole pool, the validation set's way: its confidences rank it until the next selection
             _, z, _ = eval_features(model, train.x, self.env)
             if not torch.isfinite(z).all():
                 raise NonFiniteSelection("non-finite logits of the training pool")
             y = train.y.cpu()
-            cache["agree"] = torch.tensor(self.agreement(z, y, cache["yv"]))
+            cache["agree"] = torch.tensor(accuracy(z, y))
             cache["rank"] = torch.softmax(z, 1)[torch.arange(len(y)), y]
         forward_time = time.perf_counter() - start
         selection = self.redraw(cache, train, budget, generator=generator)
         selection.stats.update(select_forward_time=forward_time, select_val_reused=float(reused))
         return selection
-
-    def agreement(self, logits: torch.Tensor, y: torch.Tensor, yv: torch.Tensor) -> float:
-        """The estimate's ``a``: how many training labels ``y`` the model agrees with, in the configured mix."""
-        return accuracy(logits, y) if self.options.agreement_mix == "pool" else agreement_in_mix(logits, y, yv)
 
     def redraw(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int, *,
                generator: torch.Generator) -> Selection:
