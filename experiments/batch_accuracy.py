@@ -17,24 +17,23 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
+from glister_train.report import run_config
+from glister_train.run import read_summary
+from glister_train.tracking import read_metrics
 
 
 def read_run(folder: Path) -> dict | None:
-    summary_path, config_path = folder / "summary.json", folder / "config.yaml"
-    if not (summary_path.is_file() and config_path.is_file()):
+    summary = read_summary(folder)
+    if not (summary and summary.get("status") == "completed" and (folder / "config.yaml").is_file()):
         return None
-    summary = json.loads(summary_path.read_text())
-    if summary.get("status") != "completed":
-        return None
-    cfg = yaml.safe_load(config_path.read_text())
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    batch = cfg["train"]["batch_size"]
-    return {"run": folder.name, "batch": batch, "lr": cfg["train"]["lr"], "seed": cfg["run"]["seed"],
+    cfg = run_config(folder / "config.yaml")
+    rows = read_metrics(folder)
+    batch = cfg["train.batch_size"]
+    return {"run": folder.name, "batch": batch, "lr": cfg["train.lr"], "seed": cfg["run.seed"],
             "epochs": summary["epochs_done"], "steps": sum(math.ceil(r["subset_size"] / batch) for r in rows),
             "test_acc": 100 * summary["final_test_acc"], "val_acc": 100 * summary["final_val_acc"],
             "epoch_train_s": statistics.median(r["epoch_time"] - r["select_time"] for r in rows),
-            "precision": cfg["runtime"]["precision"]}
+            "precision": cfg["runtime.precision"]}
 
 
 def spread(values: list[float]) -> str:

@@ -98,7 +98,9 @@ def train(out: Path, data: Path, name: str, selector: str, fraction: float, entr
     if done.returncode != 0:
         return {"run": name, "preset": entry, "batch": batch, "error": (done.stderr.strip().splitlines() or ["?"])[-1],
                 "wall_s": wall}
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from glister_train.tracking import read_metrics
+
+    rows = read_metrics(run)
     timed = rows[1:] or rows  # the first epoch pays for warm-up
     epoch = statistics.median(r["epoch_time"] for r in timed)
     select = statistics.median(r["select_time"] for r in timed)
