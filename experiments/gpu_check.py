@@ -117,15 +117,13 @@ def evaluation_speed(data: Path, args: argparse.Namespace) -> list[dict]:
     import torch
 
     from glister_train.config import RuntimeConfig
-    from glister_train.data import ImageData
+    from glister_train.data import _read_npz_file
     from glister_train.evaluate import evaluate
     from glister_train.models import build
     from glister_train.runtime import resolve_runtime
 
     runtime = resolve_runtime(RuntimeConfig(device=args.device))
-    test = np.load(data / "test.npz")
-    images = ImageData(torch.from_numpy(test["x"]).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(test["y"]))
-    images = images.to(runtime.device)
+    images = _read_npz_file(data / "test.npz").to(runtime.device)  # the loader's own reading of the dataset
     model = build({"name": "resnet18", "width": args.width, "num_classes": 10}).to(runtime.device)
     model = model.to(memory_format=runtime.memory_format)
     mean, std = torch.full((3,), 0.5, device=runtime.device), torch.full((3,), 0.25, device=runtime.device)
