@@ -17,6 +17,7 @@ markers ``<!-- claim-table -->`` / ``<!-- ablation-table -->`` and their closing
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -31,6 +32,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glister_train.config import TrainConfig  # noqa: E402
 from glister_train.retired import translate  # noqa: E402
+from glister_train.selection.filtered_random import FilteredRandomOptions  # noqa: E402
+from glister_train.selection.glister import GlisterOptions  # noqa: E402
 
 SMALL_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
 # (column, label noise, noise kind, fraction, class imbalance, labels from a file, wrong share of the trusted labels)
@@ -47,11 +50,7 @@ RANDOM, BALANCED = "adaptive random", "class-balanced random"
 GLISTER, DEFAULT = "GLISTER", "filtered-random (default)"
 HEADLINE = (FULL, FULL_BUDGET, RANDOM, BALANCED, GLISTER, DEFAULT)
 # the options a method is named by when they hold their defaults (anything else is an ablation row)
-DEFAULTS = {"filtered-random": {"class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0,
-                                "rank_by": "confidence"},
-            "glister": {"greedy": "batched", "block_size": 0, "epsilon": 0.01, "eta": 0.0, "last_layer": "full",
-                        "lookahead": "sum", "per_class": True, "sampling": "greedy", "temperature": 1.0,
-                        "val_gradient": "all", "backend": "eager"}}
+DEFAULTS = {"filtered-random": dataclasses.asdict(FilteredRandomOptions()), "glister": dataclasses.asdict(GlisterOptions())}
 # GLISTER's committed runs ran with the validation set's class mix, but for one seed with the pool's (the sweep did
 # not pin the quotas); both are GLISTER as published otherwise, so they share its row, with a note
 IGNORED_IN_NAME = {"glister": ("class_budget",), "filtered-random": ()}

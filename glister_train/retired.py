@@ -30,6 +30,7 @@ DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
     "filtered-random": {
         "min_drop_share": 0.0,  # set aside at least a share: lost under instance noise
         "agreement_mix": "pool",  # the agreement in the validation set's class mix: tied under the 10x imbalance
+        "drop_share_per": "pool",  # a share per class: lost under pair noise and the 10x imbalance
     },
 }
 # values of an option removed the same way, each with the value such a config is read with instead

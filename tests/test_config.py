@@ -147,6 +147,7 @@ def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp
 @pytest.mark.parametrize("dropped, retired", [({"min_drop_share": 0.2}, {"min_drop_share": 0.2}),
                                              ({"rank_by": "trusted"}, {"rank_by": "trusted"}),
                                              ({"agreement_mix": "val_share"}, {"agreement_mix": "val_share"}),
+                                             ({"drop_share_per": "class"}, {"drop_share_per": "class"}),
                                              ({"min_drop_share": 0.0}, {})])
 def test_a_run_with_an_option_since_removed_is_read_as_it_ran_and_resumed_only_if_it_was_off(tmp_path: Path, dropped,
                                                                                              retired):

@@ -89,35 +89,6 @@ def test_without_the_training_pass_it_ranks_the_pool_itself():
     assert float(wrong[a.indices].float().mean()) < 0.5 * float(wrong.float().mean())
 
 
-def test_per_class_shares_set_aside_where_the_wrong_labels_are():
-    """Flips from class 0 into class 1 only (as pair noise does): one share for the pool sets aside the hardest of
-    every class, a share per class only in the class that received the wrong labels."""
-    model, train, val, _, logits = noisy_problem(noise=0.0)
-    source = torch.nonzero(train.y == 0).squeeze(1)
-    flipped = source[: int(0.4 * len(source))]
-    y = train.y.clone()
-    y[flipped] = 1
-    noisy, wrong = ImageData(train.x, y), torch.zeros(len(y), dtype=torch.bool)
-    wrong[flipped] = True
-    kept = {}
-    for per in ("pool", "class"):
-        sel = selector(train_size=len(y), drop_share_per=per, class_budget="size")
-        sel.observe(torch.arange(len(y)), y, logits)
-        chosen = sel.select(model, noisy, val, 300, generator=torch.Generator().manual_seed(3))
-        share = sel.share(chosen.cache)
-        kept[per] = torch.bincount(y[chosen.indices], minlength=4)
-        if per == "class":
-            assert share.shape == (4,) and float(share[1]) > 0.2 and float(share[2:].max()) < 0.1
-            assert chosen.stats["select_drop_share"] == pytest.approx(float(share[y].mean()))
-            assert float(wrong[chosen.indices].float().mean()) < 0.5 * float(wrong.float().mean())
-        else:
-            assert 0.05 < share < 0.2
-    assert torch.equal(kept["pool"], kept["class"])  # the same quotas either way: only who fills them differs
-    skewed = torch.cat([torch.zeros(400, dtype=torch.long), torch.arange(1, 4).repeat_interleave(20)])
-    pick = selector(drop_share_per="class", agreement_sample=40).agreement_pick(skewed, 4, torch.Generator())
-    assert torch.bincount(skewed[pick], minlength=4).tolist() == [10, 10, 10, 10]  # rare classes measured too
-
-
 def test_the_estimate_is_one_minus_agreement_over_validation_accuracy():
     assert wrong_label_share(0.6, 1.0, 1.0) == pytest.approx(0.4)
     assert wrong_label_share(0.6, 1.0, 1.5) == pytest.approx(0.6)
@@ -164,8 +135,7 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"rank_by": "gain"}, "rank_by"),
-                                              ({"drop_share_per": "image"}, "drop_share_per")])
+                                              ({"rank_by": "gain"}, "rank_by")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 

@@ -28,12 +28,11 @@ from ..errors import NonFiniteSelection
 from ..models import last_layer_parts
 from .base import Environment, Selection, require
 from .forward import eval_features, logits_of
-from .quotas import budget_quotas, class_quotas
+from .quotas import class_quotas
 from .sampling import draw, exclude_lowest
 
 CLASS_MIXES = ("val_share", "size")
 RANKINGS = ("confidence", "margin")
-SHARE_SCOPES = ("pool", "class")
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,6 @@ class FilteredRandomOptions:
     agreement_sample: int = 1000  # training images scored the validation set's way for the estimate
     drop_share_scale: float = 1.0  # set aside this multiple of the estimated wrong-label share (at most 0.9)
     rank_by: str = "confidence"  # confidence (latest probability of the label) | margin (its average margin)
-    # pool: one share for every class | class: each class its own, 1 - a_c / A_c, its agreement with its training
-    # labels against its accuracy on its trusted images (noise that swells some classes and spares others)
-    drop_share_per: str = "pool"
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
@@ -54,8 +50,6 @@ class FilteredRandomOptions:
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
         require(self.rank_by in RANKINGS, "rank_by", self.rank_by, f"one of {', '.join(RANKINGS)}")
-        require(self.drop_share_per in SHARE_SCOPES, "drop_share_per", self.drop_share_per,
-                f"one of {', '.join(SHARE_SCOPES)}")
 
 
 def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
@@ -64,20 +58,8 @@ def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
     return min(0.9, max(0.0, scale * (1 - agree / max(val_acc, 1e-6))))
 
 
-def class_wrong_label_shares(agree: torch.Tensor, val_acc: torch.Tensor, scale: float) -> torch.Tensor:
-    """:func:`wrong_label_share` class by class; 0 for a class missing from either side (NaN there)."""
-    share = (scale * (1 - agree.double() / val_acc.double().clamp_min(1e-6))).clamp(0.0, 0.9)
-    return share.nan_to_num(0.0)
-
-
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y).float().mean())
-
-
-def class_accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The share of each class's examples the logits get right; NaN for a class with none."""
-    hits = torch.bincount(y, weights=(logits.argmax(1) == y).double(), minlength=num_classes)
-    return hits / torch.bincount(y, minlength=num_classes).double()
 
 
 def label_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -145,34 +127,20 @@ class FilteredRandomSelector:
             raise NonFiniteSelection("non-finite validation logits")
         cache = {"zv": zv, "yv": val.y.cpu()}
         if self.observes_training:
-            pick = self.agreement_pick(train.y.cpu(), zv.shape[1], generator)
+            pick = torch.randperm(len(train), generator=generator)[: self.options.agreement_sample]
             _, z, _ = eval_features(model, train.x[pick.to(train.x.device)], self.env)
-            self.note_agreement(cache, z, train.y[pick.to(train.y.device)].cpu())
+            cache["agree"] = torch.tensor(accuracy(z, train.y[pick.to(train.y.device)].cpu()))
         else:  # the whole pool, the validation set's way: its confidences rank it until the next selection
             _, z, _ = eval_features(model, train.x, self.env)
             if not torch.isfinite(z).all():
                 raise NonFiniteSelection("non-finite logits of the training pool")
             y = train.y.cpu()
-            self.note_agreement(cache, z, y)
+            cache["agree"] = torch.tensor(accuracy(z, y))
             cache["rank"] = torch.softmax(z, 1)[torch.arange(len(y)), y]
         forward_time = time.perf_counter() - start
         selection = self.redraw(cache, train, budget, generator=generator)
         selection.stats.update(select_forward_time=forward_time, select_val_reused=float(reused))
         return selection
-
-    def agreement_pick(self, y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-        """The training images the agreement is measured on: a uniform sample, or with ``drop_share_per: class`` the
-        same number from each class (a rare class's estimate needs its own images)."""
-        m = min(self.options.agreement_sample, len(y))
-        if self.options.drop_share_per == "pool":
-            return torch.randperm(len(y), generator=generator)[:m]
-        return draw(torch.zeros(len(y)), y, budget_quotas(y, m, num_classes, torch.ones(num_classes)), generator)
-
-    def note_agreement(self, cache: dict[str, torch.Tensor], logits: torch.Tensor, y: torch.Tensor) -> None:
-        """The model's agreement with the training labels ``y``: overall, and class by class where asked for."""
-        cache["agree"] = torch.tensor(accuracy(logits, y))
-        if self.options.drop_share_per == "class":
-            cache["agree_by_class"] = class_accuracy(logits, y, logits.shape[1])
 
     def redraw(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int, *,
                generator: torch.Generator) -> Selection:
@@ -185,23 +153,15 @@ class FilteredRandomSelector:
         keys = torch.zeros(n).masked_fill_(excluded, -math.inf)
         keys[~seen] = 0.0  # an example with no record yet is drawn at its class's rate, never set aside
         order = draw(keys, y, quotas, generator)
-        if isinstance(share, torch.Tensor):  # per class: logged as the share of the pool it sets aside
-            share = float(share[y].mean())
         return Selection.uniform(torch.sort(order).values, cache, select_drop_share=share,
                                  select_seen_share=float(seen.float().mean()),
                                  select_kept_share=float(torch.isfinite(keys).float().mean()))
 
-    def share(self, cache: dict[str, torch.Tensor]) -> float | torch.Tensor:
-        """The share to set aside, from the model's agreement with the training labels and its validation accuracy:
-        one number, or one per class (``drop_share_per: class``)."""
-        scale = self.options.drop_share_scale
-        if self.options.drop_share_per == "class":
-            val_acc = class_accuracy(cache["zv"], cache["yv"], cache["zv"].shape[1])
-            return class_wrong_label_shares(cache["agree_by_class"], val_acc, scale)
-        return wrong_label_share(float(cache["agree"]), accuracy(cache["zv"], cache["yv"]), scale)
+    def share(self, cache: dict[str, torch.Tensor]) -> float:
+        """The share to set aside, from the model's agreement with the training labels and its validation accuracy."""
+        return wrong_label_share(float(cache["agree"]), accuracy(cache["zv"], cache["yv"]), self.options.drop_share_scale)
 
-    def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, float | torch.Tensor]:
+    def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(which examples have a rank, the rank of each, lowest set aside first, the share to set aside)."""
         n = len(y)
         if "rank" in cache:  # from the selection's own pass over the pool

@@ -26,21 +26,19 @@ def sampling_keys(scores: torch.Tensor, groups: torch.Tensor, num_groups: int, t
     return (z / temperature).float()
 
 
-def exclude_lowest(rank: torch.Tensor, groups: torch.Tensor, quotas: torch.Tensor,
-                   share: float | torch.Tensor) -> torch.Tensor:
-    """A mask of the lowest ``share`` of each class by ``rank`` (one share, or one per class); where that would leave
-    a class fewer candidates than its quota, the best of its excluded come back, in that order."""
+def exclude_lowest(rank: torch.Tensor, groups: torch.Tensor, quotas: torch.Tensor, share: float) -> torch.Tensor:
+    """A mask of the lowest ``share`` of each class by ``rank``; where that would leave a class fewer candidates
+    than its quota, the best of its excluded come back, in that order."""
     num_groups = len(quotas)
     excluded = torch.zeros(len(rank), dtype=torch.bool)
-    shares = torch.as_tensor(share, dtype=torch.float64).expand(num_groups)
-    if not (shares > 0).any():
+    if share <= 0:
         return excluded
     counts = torch.bincount(groups, minlength=num_groups).double()
     order = torch.argsort(rank)
     g = groups[order]
     position = torch.zeros(len(rank), dtype=torch.long)  # within its class, from the lowest rank
     position[order] = torch.nn.functional.one_hot(g, num_groups).cumsum(0).gather(1, g[:, None]).squeeze(1) - 1
-    excluded |= position < (shares[groups] * counts[groups]).floor().long()
+    excluded |= position < (share * counts[groups]).floor().long()
     if excluded.any():
         short = (quotas - torch.bincount(groups[~excluded], minlength=num_groups)).clamp_min(0)
         if short.any():
