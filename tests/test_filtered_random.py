@@ -89,6 +89,18 @@ def test_without_the_training_pass_it_ranks_the_pool_itself():
     assert float(wrong[a.indices].float().mean()) < 0.5 * float(wrong.float().mean())
 
 
+def test_an_estimate_below_ignore_below_sets_nothing_aside():
+    model, train, val, wrong, logits = noisy_problem()  # an estimate of about 0.4
+    shares = {}
+    for ignore_below in (0.0, 0.3, 0.6):
+        sel = selector(train_size=len(train), ignore_below=ignore_below)
+        sel.observe(torch.arange(len(train)), train.y, logits)
+        chosen = sel.select(model, train, val, 150, generator=torch.Generator().manual_seed(3))
+        shares[ignore_below] = (chosen.stats["select_drop_share"], chosen.stats["select_kept_share"])
+    assert shares[0.3] == shares[0.0] and shares[0.0][0] > 0.3 and shares[0.0][1] < 0.7
+    assert shares[0.6] == (0.0, 1.0)
+
+
 def test_the_estimate_is_one_minus_agreement_over_validation_accuracy():
     assert wrong_label_share(0.6, 1.0, 1.0) == pytest.approx(0.4)
     assert wrong_label_share(0.6, 1.0, 1.5) == pytest.approx(0.6)
@@ -135,7 +147,8 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"rank_by": "gain"}, "rank_by")])
+                                              ({"rank_by": "gain"}, "rank_by"),
+                                              ({"ignore_below": 1.0}, "ignore_below")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 

@@ -43,6 +43,10 @@ class FilteredRandomOptions:
     agreement_sample: int = 1000  # training images scored the validation set's way for the estimate
     drop_share_scale: float = 1.0  # set aside this multiple of the estimated wrong-label share (at most 0.9)
     rank_by: str = "confidence"  # confidence (latest probability of the label) | margin (its average margin)
+    # an estimated share below this is read as 0 (nothing set aside): an estimate that low is within its own bias
+    # (memorized training labels, a pool skewed against the trusted set), and the least confident are then mostly
+    # hard correct examples
+    ignore_below: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
@@ -50,6 +54,7 @@ class FilteredRandomOptions:
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
         require(self.rank_by in RANKINGS, "rank_by", self.rank_by, f"one of {', '.join(RANKINGS)}")
+        require(0 <= self.ignore_below < 1, "ignore_below", self.ignore_below, "a share in [0, 1), e.g. 0.2 (0: act on any)")
 
 
 def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
@@ -159,7 +164,8 @@ class FilteredRandomSelector:
 
     def share(self, cache: dict[str, torch.Tensor]) -> float:
         """The share to set aside, from the model's agreement with the training labels and its validation accuracy."""
-        return wrong_label_share(float(cache["agree"]), accuracy(cache["zv"], cache["yv"]), self.options.drop_share_scale)
+        share = wrong_label_share(float(cache["agree"]), accuracy(cache["zv"], cache["yv"]), self.options.drop_share_scale)
+        return share if share >= self.options.ignore_below else 0.0
 
     def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(which examples have a rank, the rank of each, lowest set aside first, the share to set aside)."""
