@@ -3,7 +3,7 @@
 Before the selectors owned their options (commit 046875f and earlier) one ``glister`` selector read 26 keys;
 ``sampling: soft`` with ``temperature: .inf`` was in truth the validation-calibrated filter that is
 ``filtered-random`` now. Since then a few of a selector's own options were screened, lost and were removed
-(:data:`DROPPED_OPTIONS`, :data:`DROPPED_VALUES`; their rows stay in the selector's ablation table).
+(:data:`DROPPED_OPTIONS`; their rows stay in the selector's ablation table).
 :func:`translate` maps such a config onto the current selectors and names every retired lever that was switched
 on, so that ``report`` and ``experiments/claim_table.py`` label those runs for what they ran. Such a folder is not
 resumed (:func:`config.load_file` refuses it with a one-line message), unless its retired options were all off:
@@ -31,11 +31,10 @@ DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
         "min_drop_share": 0.0,  # set aside at least a share: lost under instance noise
         "agreement_mix": "pool",  # the agreement in the validation set's class mix: tied under the 10x imbalance
         "drop_share_per": "pool",  # a share per class: lost under pair noise and the 10x imbalance
+        # what is set aside first: the area under the margin (margin) lost under pair and symmetric noise and tied
+        # under instance noise; a last layer fitted to the trusted set (trusted) lost under instance noise
+        "rank_by": "confidence",
     },
-}
-# values of an option removed the same way, each with the value such a config is read with instead
-DROPPED_VALUES: dict[tuple[str, str, Any], Any] = {
-    ("filtered-random", "rank_by", "trusted"): "confidence",  # labels judged by a last layer fitted to the trusted set
 }
 GLISTER_KEYS = ("greedy", "block_size", "epsilon", "eta", "last_layer", "lookahead", "per_class", "backend")
 
@@ -65,9 +64,6 @@ def drop_retired_options(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     dropped = DROPPED_OPTIONS.get(name, {})
     kept = {k: v for k, v in selection.items() if k not in dropped}
     retired = {k: v for k, v in selection.items() if k in dropped and v != dropped[k]}
-    for (selector, key, value), instead in DROPPED_VALUES.items():
-        if selector == name and kept.get(key) == value:
-            kept[key], retired[key] = instead, value
     return {**raw, "selection": kept}, retired
 
 
@@ -111,4 +107,5 @@ def translate(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             retired["drop_by"] = old.get("drop_by", "gain")
         if not old.get("agreement_sample", 0):
             retired["agreement_sample"] = 0
-    return {**raw, "selection": {**schedule, "selector": selector, **options}}, retired
+    new, dropped = drop_retired_options({**raw, "selection": {**schedule, "selector": selector, **options}})
+    return new, {**retired, **dropped}

@@ -35,7 +35,7 @@ def test_rows_name_what_a_run_ran_old_folders_and_new_alike():
         claim_table.DEFAULT
     assert claim_table.method(_old_default(class_budget="size")) == claim_table.SAME_ON_CLEAN
     assert claim_table.method(_old_default(coverage=True)) == f"{claim_table.DEFAULT} + coverage: True (retired)"
-    assert claim_table.method(_old_default(drop_by="margin")) == f"{claim_table.DEFAULT} + rank_by: margin"
+    assert claim_table.method(_old_default(drop_by="margin")) == f"{claim_table.DEFAULT} + rank_by: margin (retired)"
     assert claim_table.method(_old_default(class_budget="val_loss")) == \
         f"{claim_table.DEFAULT} + class_budget: val_loss (retired)"
     greedy = {"selection": {"selector": "glister", "sampling": "greedy", "greedy": "batched", "class_budget": "size"}}

@@ -89,12 +89,12 @@ def test_unknown_preset_lists_the_available_ones():
     (["--set", "selection.drop_share_scale=inf"], r"selection.drop_share_scale: inf is invalid"),
     (["--set", "selection.agreement_sample=2.5"], r"selection.agreement_sample: expected an integer, got 2.5"),
     (["--set", "selection.eta=0.1"], r"selection.eta: not an option of the filtered-random selector \(its options: "
-                                     r"class_budget, agreement_sample, drop_share_scale, rank_by, ignore_below\)"),
+                                     r"class_budget, agreement_sample, drop_share_scale, ignore_below\)"),
     (["--set", "selection.hard_ratio=2"], r"selection.hard_ratio: not an option of the filtered-random selector"),
-    (["--selector", "random", "--set", "selection.rank_by=margin"], r"selection.rank_by: not an option of the random "
-                                                                      r"selector \(its options: class_budget\)"),
-    (["--selector", "full", "--set", "selection.rank_by=margin"], r"selection.rank_by: not an option of the full "
-                                                                    r"selector \(its options: none\)"),
+    (["--selector", "random", "--set", "selection.ignore_below=0.2"],
+     r"selection.ignore_below: not an option of the random selector \(its options: class_budget\)"),
+    (["--selector", "full", "--set", "selection.ignore_below=0.2"],
+     r"selection.ignore_below: not an option of the full selector \(its options: none\)"),
     (["--selector", "glister", "--set", "selection.temperature=0.5"], r"selection.temperature: 0.5 applies to "
                                                                          r"sampling: soft, not greedy"),
     (["--selector", "glister", "--set", "selection.greedy=fast"], r"selection.greedy: 'fast' is invalid; it must be "
@@ -133,8 +133,7 @@ def test_the_selectors_options_are_written_beside_the_schedule_and_read_back():
     assert C.validate(C.merge(C.Config(), C.to_dict(cfg))) == cfg
     default = resolve().selection
     assert default.selector == "filtered-random" and default.options == {
-        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "rank_by": "confidence",
-        "ignore_below": 0.0}
+        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "ignore_below": 0.0}
 
 
 def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp_path: Path):
@@ -147,6 +146,8 @@ def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp
 
 @pytest.mark.parametrize("dropped, retired", [({"min_drop_share": 0.2}, {"min_drop_share": 0.2}),
                                              ({"rank_by": "trusted"}, {"rank_by": "trusted"}),
+                                             ({"rank_by": "margin"}, {"rank_by": "margin"}),
+                                             ({"rank_by": "confidence"}, {}),
                                              ({"agreement_mix": "val_share"}, {"agreement_mix": "val_share"}),
                                              ({"drop_share_per": "class"}, {"drop_share_per": "class"}),
                                              ({"min_drop_share": 0.0}, {})])
@@ -154,16 +155,16 @@ def test_a_run_with_an_option_since_removed_is_read_as_it_ran_and_resumed_only_i
                                                                                              retired):
     from glister_train.retired import translate
 
-    ran = {"selection": {"selector": "filtered-random", "fraction": 0.3, "rank_by": "confidence", **dropped}}
+    ran = {"selection": {"selector": "filtered-random", "fraction": 0.3, "drop_share_scale": 1.0, **dropped}}
     new, found = translate(ran)
     assert found == retired
-    assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "rank_by": "confidence"}
+    assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "drop_share_scale": 1.0}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(ran))
     if retired:
         with pytest.raises(ConfigError, match=r"ran selection\.\w+=\S+, a lever since removed .* cannot be resumed"):
             C.load_file(tmp_path / "config.yaml")
     else:  # it ran exactly what filtered-random runs now
-        assert C.load_file(tmp_path / "config.yaml").selection.options["rank_by"] == "confidence"
+        assert C.load_file(tmp_path / "config.yaml").selection.options["drop_share_scale"] == 1.0
 
 
 def test_retired_settings_translate_to_what_the_run_ran():
@@ -174,8 +175,10 @@ def test_retired_settings_translate_to_what_the_run_ran():
             "class_budget": "val_share", "drop_share_scale": 1.0, "coverage": False, "hard_ratio": 1.0}
     new, retired = translate({"selection": base})
     assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "select_every": 3,
-                                "class_budget": "val_share", "drop_share_scale": 1.0, "rank_by": "confidence",
+                                "class_budget": "val_share", "drop_share_scale": 1.0,
                                 "agreement_sample": 1000} and retired == {}
+    _, retired = translate({"selection": {**base, "drop_by": "margin"}})
+    assert retired == {"rank_by": "margin"}  # the area under the margin, since removed
     _, retired = translate({"selection": {**base, "coverage": True, "agreement_sample": 0}})
     assert retired == {"coverage": True, "agreement_sample": 0}
     new, _ = translate({"selection": {**base, "sampling": "greedy", "greedy": "batched", "lookahead": "sum"}})

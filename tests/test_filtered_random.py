@@ -109,36 +109,12 @@ def test_the_estimate_is_one_minus_agreement_over_validation_accuracy():
     assert wrong_label_share(1.0, 1.0, 1.0) == 0.0  # never negative
 
 
-def test_rank_by_margin_sets_aside_the_lowest_average_margin_not_the_latest_confidence():
-    """A memorized wrong label looks sure in its latest pass but not in its history: the margin sees it."""
-    train, val = images(80, seed=1), images(24, seed=1)
-    memorized = torch.zeros(80, dtype=torch.bool)  # a quarter of each class had negative margins before
-    for c in range(4):
-        members = torch.nonzero(train.y == c).squeeze(1)
-        memorized[members[: len(members) // 4]] = True
-    sure = torch.full((80, 4), -2.0)
-    sure[torch.arange(80), train.y] = 2.0
-    doubtful = torch.full((80, 4), 0.0)
-    doubtful[torch.arange(80), (train.y + 1) % 4] = 3.0
-    chosen = {}
-    for rank_by in ("margin", "confidence"):
-        sel = selector(train_size=80, rank_by=rank_by, class_budget="size", drop_share_scale=1.0)
-        for _ in range(3):  # early passes: the memorized ones were predicted as another class
-            sel.observe(torch.nonzero(memorized).squeeze(1), train.y[memorized], doubtful[memorized])
-            sel.observe(torch.nonzero(~memorized).squeeze(1), train.y[~memorized], sure[~memorized])
-        sel.observe(torch.arange(80), train.y, sure)  # the latest: every label looks learnt
-        cache = {"zv": torch.eye(4)[val.y] * 5, "yv": val.y, "agree": torch.tensor(0.75)}  # an estimate of 25%
-        chosen[rank_by] = sel.redraw(cache, train, 40, generator=torch.Generator().manual_seed(3))
-    assert not bool(memorized[chosen["margin"].indices].any())
-    assert bool(memorized[chosen["confidence"].indices].any())  # all look equally sure now: some come in
-
-
 def test_what_it_watched_survives_a_checkpoint():
     _, train, _, _, logits = noisy_problem()
-    sel = selector(train_size=len(train), rank_by="margin")
+    sel = selector(train_size=len(train))
     sel.observe(torch.arange(100), train.y[:100], logits[:100])
     sel.observe_validation(torch.ones(5, 3))
-    restored = selector(train_size=len(train), rank_by="margin")
+    restored = selector(train_size=len(train))
     restored.load_state_dict(sel.state_dict())
     assert all(torch.equal(restored.records[k], v) for k, v in sel.records.items())
     assert torch.equal(restored.val_features, torch.ones(5, 3))
@@ -147,7 +123,6 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"rank_by": "gain"}, "rank_by"),
                                               ({"ignore_below": 1.0}, "ignore_below")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
@@ -159,7 +134,7 @@ def test_bad_options_name_the_key(options, message):
 def test_what_the_pass_shows_it_stays_on_the_device_that_computed_it():
     """On a GPU a copy of each step's logits to the host would stall the step: the records stay where the logits
     are (the meta device stands in for a GPU here), and a checkpoint holds them on the CPU."""
-    sel = selector(train_size=10, rank_by="margin")
+    sel = selector(train_size=10)
     sel.observe(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 0], device="meta"),
                 torch.randn(4, 4, device="meta"))
     assert {v.device.type for v in sel.records.values()} == {"meta"}

@@ -56,7 +56,7 @@ def test_run_folder_contents(npz_dir: Path, tmp_path: Path):
 
 
 SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "select_every": 2}
-FROM_TRAINING = {"selector": "filtered-random", "select_every": 2, "rank_by": "margin"}
+FROM_TRAINING = {"selector": "filtered-random", "select_every": 2}
 
 
 MATCHED_WARM = {"select_every": 2, "kappa": 0.6, "kappa_matched": True}  # 5 epochs: 0-1 full, 2 skipped, then 0.5

@@ -6,8 +6,7 @@ aside is re-estimated: a model that gets a share ``A`` of the validation set rig
 ``a`` of the training labels measured the same way (eval mode, un-augmented, ``agreement_sample`` images), sees
 about ``1 - a / A`` of them as wrong; 0 on clean data, where ``a >= A``, so there it is adaptive random with class
 quotas. What is set aside is the lowest of each class by the model's latest probability of the label, taken from
-the training pass itself (``rank_by: confidence``), or by the label's logit margin averaged over every time the
-pass trained on the example (``rank_by: margin``, the area under the margin of Pleiss et al., 2020).
+the training pass itself.
 
 Where the loop cannot show it the training pass (torchrun, torch.compile) it runs the pool through the model in
 eval mode at each selection instead and draws from that until the next.
@@ -32,7 +31,6 @@ from .quotas import class_quotas
 from .sampling import draw, exclude_lowest
 
 CLASS_MIXES = ("val_share", "size")
-RANKINGS = ("confidence", "margin")
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,6 @@ class FilteredRandomOptions:
     class_budget: str = "val_share"
     agreement_sample: int = 1000  # training images scored the validation set's way for the estimate
     drop_share_scale: float = 1.0  # set aside this multiple of the estimated wrong-label share (at most 0.9)
-    rank_by: str = "confidence"  # confidence (latest probability of the label) | margin (its average margin)
     # an estimated share below this is read as 0 (nothing set aside): an estimate that low is within its own bias
     # (memorized training labels, a pool skewed against the trusted set), and the least confident are then mostly
     # hard correct examples
@@ -53,7 +50,6 @@ class FilteredRandomOptions:
         require(self.agreement_sample >= 1, "agreement_sample", self.agreement_sample, "an integer >= 1, e.g. 1000")
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
-        require(self.rank_by in RANKINGS, "rank_by", self.rank_by, f"one of {', '.join(RANKINGS)}")
         require(0 <= self.ignore_below < 1, "ignore_below", self.ignore_below, "a share in [0, 1), e.g. 0.2 (0: act on any)")
 
 
@@ -65,12 +61,6 @@ def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y).float().mean())
-
-
-def label_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each example's label logit minus its largest other logit."""
-    own = logits[torch.arange(len(y)), y]
-    return own - logits.scatter(1, y[:, None], float("-inf")).max(1).values
 
 
 class FilteredRandomSelector:
@@ -95,16 +85,10 @@ class FilteredRandomSelector:
         n, logits, device = self.train_size, logits.detach().float(), logits.device
         if not self.records:
             self.records = {"logits": torch.zeros(n, logits.shape[1], device=device),
-                            "seen": torch.zeros(n, dtype=torch.bool, device=device),
-                            "times_seen": torch.zeros(n, dtype=torch.int32, device=device)}
-            if self.options.rank_by == "margin":
-                self.records["margin_sum"] = torch.zeros(n, dtype=torch.float64, device=device)
+                            "seen": torch.zeros(n, dtype=torch.bool, device=device)}
         indices = indices.to(device, non_blocking=True)
         self.records["logits"][indices] = logits
         self.records["seen"][indices] = True
-        self.records["times_seen"][indices] += 1
-        if "margin_sum" in self.records:
-            self.records["margin_sum"][indices] += label_margins(logits, labels.to(device)).double()
 
     def observe_validation(self, features: torch.Tensor) -> None:
         self.val_features = features
@@ -181,13 +165,7 @@ class FilteredRandomSelector:
         if not torch.isfinite(logits).all():
             raise NonFiniteSelection("non-finite logits in the training pass's records")
         share = self.share(cache)
-        margin = self.options.rank_by == "margin"
-        if margin:  # the area under the margin: a wrong label is learnt late, by memorizing, against its image
-            known = (records["margin_sum"] / records["times_seen"].clamp_min(1)).float()[seen]
-        else:
-            known = torch.softmax(logits, 1)[torch.arange(int(seen.sum())), y[seen]]
-        # never-seen examples rank as fully confident: not set aside for want of a record
-        rank = torch.full((n,), math.inf if margin else 1.0)
-        rank[seen] = known
+        rank = torch.ones(n)  # never-seen examples rank as fully confident: not set aside for want of a record
+        rank[seen] = torch.softmax(logits, 1)[torch.arange(int(seen.sum())), y[seen]]
         return seen, rank, share
 
