@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from . import distributed
 from .data import ImageData, augment, normalize
@@ -42,25 +41,11 @@ class Batch:
     weight_total: torch.Tensor  # sum of the weights over the global batch (all ranks)
     ranks: int = 1  # loss = sum(w * loss) * ranks / weight_total: DDP's average then matches one process
     idx: torch.Tensor | None = None  # the examples' indices into the training split (CPU)
-    transition: torch.Tensor | None = None  # the selection's estimate of how labels are changed, on the device
-
-    def example_losses(self, logits: torch.Tensor) -> torch.Tensor:
-        """Each example's loss: the cross-entropy, or with a transition matrix the negative log-probability of its
-        label after the matrix (forward correction: the logits then model the true class, the matrix the noise)."""
-        if self.transition is None:
-            return F.cross_entropy(logits, self.y, reduction="none")
-        return F.nll_loss(corrected_log_probs(logits, self.transition), self.y, reduction="none")
 
     def loss(self, losses: torch.Tensor) -> torch.Tensor:
         """The step's loss from per-example losses: weighted, normalized by the global batch's weight, and scaled
         by the number of ranks so that DDP's gradient average equals the single-process gradient."""
         return (losses * self.w).sum() * self.ranks / self.weight_total
-
-
-def corrected_log_probs(logits: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
-    """``log(softmax(logits) @ transition)``, computed in log space."""
-    log_t = transition.to(logits.dtype).clamp_min(1e-12).log()
-    return torch.logsumexp(F.log_softmax(logits, 1)[:, :, None] + log_t[None], dim=1)
 
 
 class AdaptiveSubsetLoader:
@@ -170,7 +155,6 @@ class AdaptiveSubsetLoader:
         sel = self.selection
         order = torch.randperm(len(sel), generator=self.shuffle_gen)
         ranks = distributed.world()
-        transition = None if sel.transition is None else sel.transition.to(self.device)
         for start in range(0, len(order), self.batch_size):
             pick = order[start : start + self.batch_size]
             size = len(pick)
@@ -187,14 +171,13 @@ class AdaptiveSubsetLoader:
             yield Batch(x.contiguous(memory_format=self.memory_format),
                         self.train.y[idx].to(self.device, non_blocking=True),
                         sel.weights[pick].to(self.device, non_blocking=True), total.to(self.device), ranks,
-                        sel.indices[pick], transition)
+                        sel.indices[pick])
 
     # ------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "indices": self.selection.indices, "weights": self.selection.weights,
-            "transition": self.selection.transition,
             "selected_at": -1 if self.selected_at is None else self.selected_at,
             "select_gen": self.select_gen.get_state(), "shuffle_gen": self.shuffle_gen.get_state(),
             "augment_gen": self.augment_gen.get_state(), "cache": self.cache,
@@ -203,7 +186,7 @@ class AdaptiveSubsetLoader:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.selection = Selection(state["indices"], state["weights"], transition=state.get("transition"))
+        self.selection = Selection(state["indices"], state["weights"])
         self.selected_at = None if state["selected_at"] < 0 else int(state["selected_at"])
         self.select_gen.set_state(state["select_gen"])
         self.shuffle_gen.set_state(state["shuffle_gen"])

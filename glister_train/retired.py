@@ -34,6 +34,9 @@ DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
         # what is set aside first: the area under the margin (margin) lost under pair and symmetric noise and tied
         # under instance noise; a last layer fitted to the trusted set (trusted) lost under instance noise
         "rank_by": "confidence",
+        # forward loss correction by the trusted set's estimate of how labels are changed (Gold Loss Correction),
+        # estimated at a selection: lost under pair and instance noise
+        "correct_loss_from": 0,
     },
 }
 GLISTER_KEYS = ("greedy", "block_size", "epsilon", "eta", "last_layer", "lookahead", "per_class", "backend")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed, warmstart
@@ -284,7 +285,7 @@ def train_step(model: nn.Module, batch: Any, opt: torch.optim.Optimizer, rt: Run
     step (without it the caller looks for one later, see ``CHECK_EVERY``)."""
     with rt.autocast():
         logits = model(batch.x)
-    losses = batch.example_losses(logits.float())
+    losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
     loss = batch.loss(losses)
     if check and not torch.isfinite(loss):
         progress.close()

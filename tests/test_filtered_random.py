@@ -9,12 +9,7 @@ from torch.nn import functional as F
 from glister_train.data import ImageData
 from glister_train.models import TinyNet
 from glister_train.selection.base import Environment
-from glister_train.selection.filtered_random import (
-    FilteredRandomOptions,
-    FilteredRandomSelector,
-    label_transition,
-    wrong_label_share,
-)
+from glister_train.selection.filtered_random import FilteredRandomOptions, FilteredRandomSelector, wrong_label_share
 from glister_train.selection.quotas import budget_quotas
 
 from .conftest import make_images
@@ -106,32 +101,6 @@ def test_an_estimate_below_ignore_below_sets_nothing_aside():
     assert shares[0.6] == (0.0, 1.0)
 
 
-def test_the_label_transition_is_each_labels_mean_predicted_probabilities():
-    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]))
-    t = label_transition(logits, torch.tensor([0, 0, 2]))
-    assert torch.allclose(t[0], torch.tensor([0.7, 0.2, 0.1])) and torch.allclose(t[2], torch.tensor([0.1, 0.1, 0.8]))
-    assert torch.equal(t[1], torch.tensor([0.0, 1.0, 0.0]))  # no example labelled 1: its labels are taken as given
-    assert torch.allclose(t.sum(1), torch.ones(3))
-
-
-def test_the_loss_correction_starts_at_its_selection_and_survives_a_checkpoint():
-    model, train, val, _, logits = noisy_problem()
-    sel = selector(train_size=len(train), correct_loss_from=2)
-    sel.observe(torch.arange(len(train)), train.y, logits)
-    first = sel.select(model, train, val, 150, generator=torch.Generator().manual_seed(3))
-    assert first.transition is None and "select_transition_diag" not in first.stats
-    second = sel.select(model, train, val, 150, generator=torch.Generator().manual_seed(4))
-    expected = label_transition(second.cache["zv"], val.y)
-    assert torch.equal(second.transition, expected) and second.stats["select_transition_diag"] < 1
-    again = sel.redraw(second.cache, train, 150, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(again.transition, expected)  # redraws keep training on the corrected loss
-    restored = selector(train_size=len(train), correct_loss_from=2)
-    restored.load_state_dict(sel.state_dict())
-    assert restored.selections == 2 and torch.equal(restored.transition, expected)
-    third = restored.select(model, train, val, 150, generator=torch.Generator().manual_seed(6))
-    assert torch.equal(third.transition, expected)  # estimated once
-
-
 def test_the_estimate_is_one_minus_agreement_over_validation_accuracy():
     assert wrong_label_share(0.6, 1.0, 1.0) == pytest.approx(0.4)
     assert wrong_label_share(0.6, 1.0, 1.5) == pytest.approx(0.6)
@@ -154,8 +123,7 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"ignore_below": 1.0}, "ignore_below"),
-                                              ({"correct_loss_from": -1}, "correct_loss_from")])
+                                              ({"ignore_below": 1.0}, "ignore_below")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 

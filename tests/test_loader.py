@@ -172,29 +172,3 @@ def test_the_loader_hands_the_selector_what_it_watches_and_checkpoints_it():
     assert restored.selector.seen == [([0, 6], [0, 1])] and torch.equal(restored.selector.validation, torch.ones(3, 4))
     plain = make(Spy(), n=10)
     assert not plain.observes_training and not plain.wants_validation(0)
-
-
-def test_a_selection_with_a_transition_matrix_trains_on_the_corrected_loss_and_checkpoints_it():
-    """Forward correction: each example's loss is -log((softmax(z) @ T)[label]); no matrix, the cross-entropy."""
-    transition = torch.full((5, 5), 0.05) + 0.75 * torch.eye(5)  # rows sum to 1
-
-    class Correcting(Spy):
-        def select(self, model, train, val, budget, *, generator):
-            return Selection.uniform(torch.arange(budget), transition=transition)
-
-    loader = make(Correcting(), random_start=False)
-    loader.reselect_if_due(0, None)
-    batch = next(iter(loader))
-    logits = torch.randn(len(batch.y), 5, generator=torch.Generator().manual_seed(1))
-    expected = -torch.log((torch.softmax(logits, 1) @ transition)[torch.arange(len(batch.y)), batch.y])
-    assert torch.allclose(batch.example_losses(logits), expected, atol=1e-6)
-    plain = make(Spy(), random_start=False)
-    plain.reselect_if_due(0, None)
-    plain_batch = next(iter(plain))
-    assert torch.equal(plain_batch.example_losses(logits),
-                       torch.nn.functional.cross_entropy(logits, plain_batch.y, reduction="none"))
-    resumed = make(Spy())
-    resumed.load_state_dict(loader.state_dict())
-    assert torch.equal(resumed.selection.transition, transition)
-    with pytest.raises(ValueError, match="square"):
-        Selection.uniform(torch.arange(3), transition=torch.ones(2, 3))

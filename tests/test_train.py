@@ -57,15 +57,13 @@ def test_run_folder_contents(npz_dir: Path, tmp_path: Path):
 
 SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "select_every": 2}
 FROM_TRAINING = {"selector": "filtered-random", "select_every": 2}
-CORRECTED = {**FROM_TRAINING, "correct_loss_from": 1}  # the loss corrected from epoch 3 on
 
 
 MATCHED_WARM = {"select_every": 2, "kappa": 0.6, "kappa_matched": True}  # 5 epochs: 0-1 full, 2 skipped, then 0.5
 
 
-@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING, CORRECTED, MATCHED_WARM],
-                         ids=["adaptive-random", "glister-soft-redraw", "filtered-random", "corrected-loss",
-                              "matched-warm-start"])
+@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING, MATCHED_WARM],
+                         ids=["adaptive-random", "glister-soft-redraw", "filtered-random", "matched-warm-start"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path, selection):
     cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=selection)
     full = train_run(cfg, tmp_path / "full", log=quiet)
@@ -223,17 +221,6 @@ def test_the_default_reads_the_training_pass_and_runs_only_small_passes(npz_dir:
     assert seen == sorted(seen) and 0.5 <= seen[0] < seen[-1] <= 1.0  # fraction 0.5: half are seen per epoch
     # the only forward pass is the validation set's (a quarter of the pool here)
     assert all(r["subset_size"] == rows[0]["subset_size"] for r in rows)
-
-
-def test_the_corrected_loss_trains_from_its_selection_on(npz_dir: Path, tmp_path: Path):
-    plain = read_metrics(train_run(tiny_config(npz_dir, train={"epochs": 5}, selection=FROM_TRAINING),
-                                   tmp_path / "plain", log=quiet)["run_dir"])
-    corrected = read_metrics(train_run(tiny_config(npz_dir, train={"epochs": 5}, selection=CORRECTED),
-                                       tmp_path / "corrected", log=quiet)["run_dir"])
-    assert [r["train_loss"] for r in corrected[:2]] == [r["train_loss"] for r in plain[:2]]
-    assert corrected[2]["train_loss"] != plain[2]["train_loss"]  # epoch 3 trains on the corrected loss
-    assert [("select_transition_diag" in r) for r in corrected] == [False, False, True, True, True]
-    assert all(0 < r["select_transition_diag"] < 1 for r in corrected[2:])
 
 
 @pytest.mark.parametrize("selection", [SOFT_REDRAW, FROM_TRAINING], ids=["glister-soft", "filtered-random"])

@@ -23,10 +23,6 @@ class Selection:
     # what a selector that redraws needs to draw the next subset without another forward pass (its
     # scores); the loader keeps it, checkpoints it and hands it back to ``selector.redraw``
     cache: dict[str, torch.Tensor] | None = None
-    # how labels are changed, if the selector has estimated it: ``transition[i, j]``, the chance that an example of
-    # class i carries label j (rows sum to 1); the loop then trains on the label's probability under it (forward loss
-    # correction), not the plain cross-entropy
-    transition: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.indices.dtype != torch.int64 or self.indices.ndim != 1:
@@ -34,16 +30,13 @@ class Selection:
             raise ValueError(f"Selection.indices must be a 1-D int64 tensor, got {self.indices.dtype} {shape}")
         if self.weights.shape != self.indices.shape:
             raise ValueError(f"Selection.weights has shape {tuple(self.weights.shape)}, indices {tuple(self.indices.shape)}")
-        if self.transition is not None and (self.transition.ndim != 2 or self.transition.shape[0] != self.transition.shape[1]):
-            raise ValueError(f"Selection.transition must be a square matrix, got {tuple(self.transition.shape)}")
 
     def __len__(self) -> int:
         return len(self.indices)
 
     @staticmethod
-    def uniform(indices: torch.Tensor, cache: dict[str, torch.Tensor] | None = None,
-                transition: torch.Tensor | None = None, **stats: Any) -> Selection:
-        return Selection(indices, torch.ones(len(indices)), dict(stats), cache, transition)
+    def uniform(indices: torch.Tensor, cache: dict[str, torch.Tensor] | None = None, **stats: Any) -> Selection:
+        return Selection(indices, torch.ones(len(indices)), dict(stats), cache)
 
 
 @dataclass(frozen=True)

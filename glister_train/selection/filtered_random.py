@@ -44,18 +44,12 @@ class FilteredRandomOptions:
     # (memorized training labels, a pool skewed against the trusted set), and the least confident are then mostly
     # hard correct examples
     ignore_below: float = 0.0
-    # 0: plain cross-entropy. k >= 1: at the k-th selection, estimate from the trusted set how labels are changed
-    # (each class's mean predicted probabilities there, Gold Loss Correction, Hendrycks et al. 2018: the model has
-    # trained on the noisy labels so far) and train from then on with the loss corrected by that matrix
-    correct_loss_from: int = 0
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
         require(self.agreement_sample >= 1, "agreement_sample", self.agreement_sample, "an integer >= 1, e.g. 1000")
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
-        require(self.correct_loss_from >= 0, "correct_loss_from", self.correct_loss_from,
-                "a selection count >= 0, e.g. 5 (0: plain cross-entropy)")
         require(0 <= self.ignore_below < 1, "ignore_below", self.ignore_below, "a share in [0, 1), e.g. 0.2 (0: act on any)")
 
 
@@ -63,16 +57,6 @@ def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
     """``scale * (1 - a / A)``, clipped to [0, 0.9]: the share of the training labels the model disagrees with
     beyond what it gets wrong on the trusted set."""
     return min(0.9, max(0.0, scale * (1 - agree / max(val_acc, 1e-6))))
-
-
-def label_transition(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Row i: the mean predicted probabilities of the examples labelled i (a model trained on noisy labels predicts
-    those labels' chances); identity rows for classes without examples."""
-    num_classes = logits.shape[1]
-    probs = torch.softmax(logits.double(), 1)
-    sums = torch.zeros(num_classes, num_classes, dtype=torch.float64).index_add_(0, y, probs)
-    counts = torch.bincount(y, minlength=num_classes).double()[:, None]
-    return torch.where(counts > 0, sums / counts.clamp_min(1), torch.eye(num_classes, dtype=torch.float64)).float()
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -91,8 +75,6 @@ class FilteredRandomSelector:
         # what the training pass showed of each example when it last trained on it
         self.records: dict[str, torch.Tensor] = {}
         self.val_features: torch.Tensor | None = None  # handed over by the evaluation for the next selection
-        self.selections = 0
-        self.transition: torch.Tensor | None = None  # estimated once, at selection `correct_loss_from`
         self.train_size = train_size
 
     # ------------------------------------------------------------ what the loop shows it
@@ -112,13 +94,11 @@ class FilteredRandomSelector:
         self.val_features = features
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": {k: v.cpu() for k, v in self.records.items()}, "val_features": self.val_features,
-                "selections": self.selections, "transition": self.transition}
+        return {"records": {k: v.cpu() for k, v in self.records.items()}, "val_features": self.val_features}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = {k: v.to(self.env.device) for k, v in state["records"].items()}
         self.val_features = state["val_features"]
-        self.selections, self.transition = state.get("selections", 0), state.get("transition")
 
     # ------------------------------------------------------------ selections
 
@@ -135,9 +115,6 @@ class FilteredRandomSelector:
         if not torch.isfinite(zv).all():
             raise NonFiniteSelection("non-finite validation logits")
         cache = {"zv": zv, "yv": val.y.cpu()}
-        self.selections += 1
-        if self.selections == self.options.correct_loss_from:
-            self.transition = label_transition(zv, cache["yv"])
         if self.observes_training:
             pick = torch.randperm(len(train), generator=generator)[: self.options.agreement_sample]
             _, z, _ = eval_features(model, train.x[pick.to(train.x.device)], self.env)
@@ -165,11 +142,9 @@ class FilteredRandomSelector:
         keys = torch.zeros(n).masked_fill_(excluded, -math.inf)
         keys[~seen] = 0.0  # an example with no record yet is drawn at its class's rate, never set aside
         order = draw(keys, y, quotas, generator)
-        stats = {"select_drop_share": share, "select_seen_share": float(seen.float().mean()),
-                 "select_kept_share": float(torch.isfinite(keys).float().mean())}
-        if self.transition is not None:  # how much of each class's labels it reads as kept
-            stats["select_transition_diag"] = float(self.transition.diagonal().mean())
-        return Selection.uniform(torch.sort(order).values, cache, self.transition, **stats)
+        return Selection.uniform(torch.sort(order).values, cache, select_drop_share=share,
+                                 select_seen_share=float(seen.float().mean()),
+                                 select_kept_share=float(torch.isfinite(keys).float().mean()))
 
     def share(self, cache: dict[str, torch.Tensor]) -> float:
         """The share to set aside, from the model's agreement with the training labels and its validation accuracy."""
