@@ -5,8 +5,8 @@ was ``--selector glister`` with ``sampling: soft, temperature: .inf, drop_by: co
 class_budget: val_share, agreement_sample: 1000``, and two variants of it (``drop_share_scale: 1.5``,
 ``class_budget: size``; a third, ``drop_by: margin``, went with that ranking): every subset of a short seeded run
 under label noise (scored selections, redraws from the training records, the validation features handed over by
-the evaluation) and every loss and accuracy. The committed claims rest on those draws, so a change that moves one bit of them fails here.
-Rewrite the file only for a change meant to alter the default's behaviour.
+the evaluation) and every loss and accuracy. The committed claims rest on those draws, so a change that moves one
+bit of them fails here. Rewrite the file only for a change meant to alter the default's behaviour.
 """
 
 from __future__ import annotations
