@@ -54,14 +54,17 @@ DEFAULTS = {"filtered-random": dataclasses.asdict(FilteredRandomOptions()), "gli
 # GLISTER's committed runs ran with the validation set's class mix, but for one seed with the pool's (the sweep did
 # not pin the quotas); both are GLISTER as published otherwise, so they share its row, with a note
 IGNORED_IN_NAME = {"glister": ("class_budget",), "filtered-random": ()}
+# the default before it read an estimate below 20% as 0: the ablation compares the runs that changed it with it
+EARLIER_DEFAULT = f"{DEFAULT} + ignore_below: 0.0"
 # on clean data with a stratified validation set the two class mixes give equal quotas and so the same subsets: the
 # committed clean runs of the default ran with the pool's mix
-SAME_ON_CLEAN = f"{DEFAULT} + class_budget: size"
+SAME_ON_CLEAN = {f"{DEFAULT} + class_budget: size": DEFAULT, f"{EARLIER_DEFAULT} + class_budget: size": EARLIER_DEFAULT}
 
 
-def method(cfg: dict[str, Any]) -> str:
-    """The row a run belongs to: a headline method, or the default (or GLISTER) with what it changed."""
-    new, retired = translate(cfg)
+def method(cfg: dict[str, Any], drop_shares: list[float] | None = None) -> str:
+    """The row a run belongs to: a headline method, or the default (or GLISTER) with what it changed
+    (``drop_shares``: the estimates the run logged, which tell how a run from before ``ignore_below`` reads)."""
+    new, retired = translate(cfg, drop_shares)
     s = new["selection"]
     selector = s["selector"]
     schedule = []
@@ -82,8 +85,11 @@ def method(cfg: dict[str, Any]) -> str:
         if "agreement_sample" in retired:
             name += ", estimate from the records"
         return name
+    if selector == "filtered-random" and s.get("ignore_below") == 0.0:
+        name = EARLIER_DEFAULT  # named first, so that what was tried on top of it reads as its change
     changed = [f"{k}: {v}" for k, v in s.items() if k in DEFAULTS.get(selector, {})
-               and k not in IGNORED_IN_NAME.get(selector, ()) and v != DEFAULTS[selector][k]]
+               and k not in IGNORED_IN_NAME.get(selector, ()) and v != DEFAULTS[selector][k]
+               and not (name == EARLIER_DEFAULT and k == "ignore_below")]
     if retired.get("class_budget"):  # a retired class mix stood in for the one translate() gives
         changed = [x for x in changed if not x.startswith("class_budget: ")]
     changed += [f"{k}: {v} (retired)" for k, v in retired.items()]
@@ -139,13 +145,18 @@ def collect(roots: list[Path]) -> dict[str, dict[str, dict[int, dict[str, Any]]]
             cond = condition(cfg)
             if cond is None:
                 continue
-            row = method(cfg)
-            if row == SAME_ON_CLEAN and cond in ("clean 30%", "clean 10%"):
-                row = DEFAULT
             metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-            cells.setdefault(row, {}).setdefault(cond, {})[summary["seed"]] = {
-                "test_acc": 100 * summary["final_test_acc"], "val_acc": 100 * summary["final_val_acc"],
-                "wrong_late": late_wrong_share(metrics, cfg["train"]["epochs"]), "run": f"{run.parent.name}/{run.name}"}
+            row = method(cfg, [m["select_drop_share"] for m in metrics if "select_drop_share" in m])
+            if cond in ("clean 30%", "clean 10%"):
+                row = SAME_ON_CLEAN.get(row, row)
+            rows = [row]
+            if row == DEFAULT and "ignore_below" not in cfg["selection"]:
+                rows.append(EARLIER_DEFAULT)  # it drew what both draw: the base of the levers tried on the earlier
+            for row in rows:
+                cells.setdefault(row, {}).setdefault(cond, {})[summary["seed"]] = {
+                    "test_acc": 100 * summary["final_test_acc"], "val_acc": 100 * summary["final_val_acc"],
+                    "wrong_late": late_wrong_share(metrics, cfg["train"]["epochs"]),
+                    "run": f"{run.parent.name}/{run.name}"}
     return cells
 
 
@@ -184,14 +195,17 @@ def headline(cells: dict) -> str:
 
 
 def ablation(cells: dict) -> str:
-    """Every other row against the default in the same condition: the levers that lost or tied, and why not."""
-    lines = ["| variant | condition | test accuracy | vs the default | wrong labels late |", "|---|---|---|---|---|"]
+    """Every other row against the default it changed in the same condition (the earlier default, acting on every
+    estimate, for the levers tried on top of it): the levers that lost or tied, and why not."""
+    lines = ["| variant | condition | test accuracy | vs the default it changed | wrong labels late |",
+             "|---|---|---|---|---|"]
     rows = sorted(r for r in cells if r not in HEADLINE and not r.startswith((f"{RANDOM}, R = ", f"{BALANCED}, R = "))
                   or "warm" in r)
     order = [name for name, *_ in CONDITIONS]
     for row in rows:
         for cond, seeds in sorted(cells[row].items(), key=lambda item: order.index(item[0])):
-            base = cells.get(DEFAULT, {}).get(cond, {})
+            earlier = row.startswith(EARLIER_DEFAULT + " + ")
+            base = cells.get(EARLIER_DEFAULT if earlier else DEFAULT, {}).get(cond, {})
             same = [s for s in seeds if s in base]  # paired: the seeds both ran
             delta = statistics.fmean(seeds[s]["test_acc"] - base[s]["test_acc"] for s in same) if same else math.nan
             wrong = [v["wrong_late"] for v in seeds.values() if v["wrong_late"] is not None]

@@ -317,8 +317,8 @@ def load_preset(name: str) -> Config:
 def load_file(path: str | Path) -> Config:
     """A config file written by a run (``config.yaml``) or by hand, on top of the defaults. A run folder's config
     that set a lever since retired names it (``report`` still reads it); options since retired that were off are
-    dropped, as the run did what the selector does now."""
-    from .retired import drop_retired_options, retired_keys
+    dropped, as the run did what the selector does now; an option added since is set to what the run did."""
+    from .retired import drop_retired_options, fill_added_options, retired_keys
 
     raw = read_yaml(path)
     old = retired_keys(raw)
@@ -331,7 +331,7 @@ def load_file(path: str | Path) -> Config:
         levers = ", ".join(f"selection.{k}={v}" for k, v in retired.items())
         raise ConfigError(f"{str(path)!r} ran {levers}, a lever since removed (its figures are in the selector's "
                           "ablation table); `report` reads it, but it cannot be resumed or reused: start a new run")
-    return validate(merge(Config(), raw, str(path)))
+    return validate(merge(Config(), fill_added_options(raw), str(path)))
 
 
 # ---------------------------------------------------------------- checks

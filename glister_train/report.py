@@ -89,12 +89,14 @@ NOT_A_SETTING = ("run.", "runtime.", "data.data_dir", "data.download", "data.dat
 SCHEDULE = ("selection.select_every", "selection.kappa", "selection.kappa_matched", "selection.first_subset")
 
 
-def run_config(path: Path) -> dict[str, Any]:
+def run_config(path: Path, metrics: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A run folder's config.yaml, flattened; one written before the selectors owned their options is read in
-    the current form, each retired lever it had on as ``selection.KEY (retired)`` (see :mod:`glister_train.retired`)."""
+    the current form, each retired lever it had on as ``selection.KEY (retired)``, and an option added since as
+    the run ran it, told from its ``metrics`` where that depends on them (see :mod:`glister_train.retired`)."""
     from .retired import translate
 
-    raw, retired = translate(read_yaml(path))
+    shares = [m["select_drop_share"] for m in metrics or () if "select_drop_share" in m]
+    raw, retired = translate(read_yaml(path), shares)
     cfg = flatten(validate(merge(Config(), raw, str(path))))
     return {**cfg, **{f"selection.{k} (retired)": v for k, v in retired.items()}}
 
@@ -209,13 +211,13 @@ def local_run(run_dir: Path, clock: str) -> RunRecord | None:
         value = summary.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise RunSkipped(f"summary.json's {name} is {value!r}, not a number")
-    try:
-        cfg = run_config(run_dir / "config.yaml")
-    except UsageError as exc:
-        raise RunSkipped(str(exc)) from None
     metrics = read_metrics(run_dir)
     if not metrics:
         raise RunSkipped("metrics.jsonl is missing, empty or unparseable")
+    try:
+        cfg = run_config(run_dir / "config.yaml", metrics)
+    except UsageError as exc:
+        raise RunSkipped(str(exc)) from None
     if any(key != "epoch_cost" and key not in m for m in metrics):
         raise UsageError(f"report: {str(run_dir)!r} has no {key} (written since CPU time was recorded); "
                          "use --clock wall")

@@ -7,7 +7,8 @@ Before the selectors owned their options (commit 046875f and earlier) one ``glis
 :func:`translate` maps such a config onto the current selectors and names every retired lever that was switched
 on, so that ``report`` and ``experiments/claim_table.py`` label those runs for what they ran. Such a folder is not
 resumed (:func:`config.load_file` refuses it with a one-line message), unless its retired options were all off:
-then it ran what the selector runs now, and they are dropped (:func:`drop_retired_options`).
+then it ran what the selector runs now, and they are dropped (:func:`drop_retired_options`). An option a
+selector gained later (:data:`ADDED_OPTIONS`) is filled in with the value such a run ran (:func:`fill_added_options`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
         # estimated at a selection: lost under pair and instance noise
         "correct_loss_from": 0,
     },
+}
+# options a selector gained after runs were recorded without them, with the value such a run ran
+ADDED_OPTIONS: dict[str, dict[str, Any]] = {
+    "filtered-random": {"ignore_below": 0.0},  # it acted on every estimate
 }
 GLISTER_KEYS = ("greedy", "block_size", "epsilon", "eta", "last_layer", "lookahead", "per_class", "backend")
 
@@ -70,10 +75,36 @@ def drop_retired_options(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return {**raw, "selection": kept}, retired
 
 
-def translate(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the config with its selection section in the current form, the retired levers it had on: key -> value)."""
+def fill_added_options(raw: dict[str, Any], drop_shares: list[float] | None = None) -> dict[str, Any]:
+    """The config with each option its selector gained since (:data:`ADDED_OPTIONS`) set to what the run ran.
+
+    A filtered-random run recorded before ``ignore_below`` acted on every estimate. Given the estimates it logged
+    (``select_drop_share``), it is read with today's default where each was 0 or at least that default: the gate
+    then changed no estimate it acted on, the random draws do not depend on the estimate, so it set aside and drew
+    exactly what the default does now."""
+    selection = raw.get("selection") if isinstance(raw, dict) else None
+    if not isinstance(selection, dict):
+        return raw
+    name = selection.get("selector")
+    added = {k: v for k, v in ADDED_OPTIONS.get(name, {}).items() if k not in selection}
+    if "ignore_below" in added and drop_shares:
+        from .selection import SELECTORS
+
+        gate = SELECTORS[name].Options().ignore_below
+        if all(share == 0 or share >= gate for share in drop_shares):
+            added["ignore_below"] = gate
+    return {**raw, "selection": {**selection, **added}}
+
+
+def translate(raw: dict[str, Any], drop_shares: list[float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the config with its selection section in the current form, the retired levers it had on: key -> value).
+
+    ``drop_shares``: the estimates the run logged, where it has them (see :func:`fill_added_options`). A run that
+    had a retired lever on is read with the options it ran, whatever it logged: its figures stand beside the
+    default of its time."""
     if not retired_keys(raw):
-        return drop_retired_options(raw)
+        new, retired = drop_retired_options(raw)
+        return fill_added_options(new, None if retired else drop_shares), retired
     old = dict(raw["selection"])
     schedule = {k: v for k, v in old.items() if k not in OLD_KEYS}
     retired = {k: old[k] for k, off in OLD_KEYS.items() if off is not None and k in old and old[k] != off}
@@ -111,4 +142,5 @@ def translate(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         if not old.get("agreement_sample", 0):
             retired["agreement_sample"] = 0
     new, dropped = drop_retired_options({**raw, "selection": {**schedule, "selector": selector, **options}})
-    return new, {**retired, **dropped}
+    retired.update(dropped)
+    return fill_added_options(new, None if retired else drop_shares), retired

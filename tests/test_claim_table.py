@@ -30,14 +30,20 @@ def _old_default(**selection):
 
 
 def test_rows_name_what_a_run_ran_old_folders_and_new_alike():
-    assert claim_table.method(_old_default()) == claim_table.DEFAULT
-    assert claim_table.method({"selection": {"selector": "filtered-random", "class_budget": "val_share"}}) == \
-        claim_table.DEFAULT
-    assert claim_table.method(_old_default(class_budget="size")) == claim_table.SAME_ON_CLEAN
-    assert claim_table.method(_old_default(coverage=True)) == f"{claim_table.DEFAULT} + coverage: True (retired)"
-    assert claim_table.method(_old_default(drop_by="margin")) == f"{claim_table.DEFAULT} + rank_by: margin (retired)"
+    # before ignore_below it acted on every estimate: the default where none it acted on was below today's gate
+    assert claim_table.method(_old_default(), [0.0, 0.38, 0.36]) == claim_table.DEFAULT
+    assert claim_table.method(_old_default(), [0.0, 0.12]) == f"{claim_table.DEFAULT} + ignore_below: 0.0"
+    assert claim_table.method({"selection": {"selector": "filtered-random", "class_budget": "val_share",
+                                             "ignore_below": 0.2}}) == claim_table.DEFAULT
+    assert claim_table.method(_old_default(class_budget="size"), [0.0]) == f"{claim_table.DEFAULT} + class_budget: size"
+    assert claim_table.method(_old_default(class_budget="size")) == \
+        f"{claim_table.EARLIER_DEFAULT} + class_budget: size"
+    assert claim_table.method(_old_default(coverage=True), [0.3]) == \
+        f"{claim_table.EARLIER_DEFAULT} + coverage: True (retired)"  # beside the default of its time
+    assert claim_table.method(_old_default(drop_by="margin")) == \
+        f"{claim_table.EARLIER_DEFAULT} + rank_by: margin (retired)"
     assert claim_table.method(_old_default(class_budget="val_loss")) == \
-        f"{claim_table.DEFAULT} + class_budget: val_loss (retired)"
+        f"{claim_table.EARLIER_DEFAULT} + class_budget: val_loss (retired)"
     greedy = {"selection": {"selector": "glister", "sampling": "greedy", "greedy": "batched", "class_budget": "size"}}
     assert claim_table.method(greedy) == claim_table.GLISTER
     assert claim_table.method({"selection": {"selector": "adaptive-random", "select_every": 1}}) == \

@@ -133,7 +133,22 @@ def test_the_selectors_options_are_written_beside_the_schedule_and_read_back():
     assert C.validate(C.merge(C.Config(), C.to_dict(cfg))) == cfg
     default = resolve().selection
     assert default.selector == "filtered-random" and default.options == {
-        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "ignore_below": 0.0}
+        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "ignore_below": 0.2}
+
+
+@pytest.mark.parametrize("shares, read_as", [(None, 0.0), ([], 0.0), ([0.0, 0.31, 0.0, 0.25], 0.2),
+                                             ([0.0, 0.31, 0.12], 0.0)])
+def test_a_run_from_before_ignore_below_is_read_as_it_ran(tmp_path: Path, shares, read_as):
+    """It acted on every estimate: that is today's default only where no estimate it acted on was below the gate."""
+    from glister_train.retired import translate
+
+    ran = {"selection": {"selector": "filtered-random", "fraction": 0.3, "drop_share_scale": 1.0}}
+    new, retired = translate(ran, shares)
+    assert new["selection"]["ignore_below"] == read_as and retired == {}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(ran))
+    assert C.load_file(tmp_path / "config.yaml").selection.options["ignore_below"] == 0.0  # resumed as it ran
+    kept = {"selection": {**ran["selection"], "ignore_below": 0.05}}
+    assert translate(kept, [0.0])[0]["selection"]["ignore_below"] == 0.05  # a recorded value is never replaced
 
 
 def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp_path: Path):
@@ -159,7 +174,8 @@ def test_a_run_with_an_option_since_removed_is_read_as_it_ran_and_resumed_only_i
     ran = {"selection": {"selector": "filtered-random", "fraction": 0.3, "drop_share_scale": 1.0, **dropped}}
     new, found = translate(ran)
     assert found == retired
-    assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "drop_share_scale": 1.0}
+    assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "drop_share_scale": 1.0,
+                                "ignore_below": 0.0}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(ran))
     if retired:
         with pytest.raises(ConfigError, match=r"ran selection\.\w+=\S+, a lever since removed .* cannot be resumed"):
@@ -177,7 +193,7 @@ def test_retired_settings_translate_to_what_the_run_ran():
     new, retired = translate({"selection": base})
     assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "select_every": 3,
                                 "class_budget": "val_share", "drop_share_scale": 1.0,
-                                "agreement_sample": 1000} and retired == {}
+                                "agreement_sample": 1000, "ignore_below": 0.0} and retired == {}
     _, retired = translate({"selection": {**base, "drop_by": "margin"}})
     assert retired == {"rank_by": "margin"}  # the area under the margin, since removed
     _, retired = translate({"selection": {**base, "coverage": True, "agreement_sample": 0}})

@@ -7,6 +7,10 @@ class_budget: val_share, agreement_sample: 1000``, and two variants of it (``dro
 under label noise (scored selections, redraws from the training records, the validation features handed over by
 the evaluation) and every loss and accuracy. The committed claims rest on those draws, so a change that moves one
 bit of them fails here. Rewrite the file only for a change meant to alter the default's behaviour.
+
+The default has read an estimate below 20% as 0 (``ignore_below: 0.2``) since; the reference runs act on every
+estimate (``ignore_below: 0.0``), and the runs recorded before the option are read as the default only where that
+gate changed nothing they acted on (:func:`glister_train.retired.fill_added_options`), which the last test pins.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ def record(selection: dict) -> dict:
 
 
 # the current options of each recorded variant (the reference's keys)
-VARIANTS = {"default": {}, "scale": {"drop_share_scale": 1.5}, "size_quotas": {"class_budget": "size"}}
+ACTS_ON_ALL = {"ignore_below": 0.0}
+VARIANTS = {"default": ACTS_ON_ALL, "scale": {**ACTS_ON_ALL, "drop_share_scale": 1.5},
+            "size_quotas": {**ACTS_ON_ALL, "class_budget": "size"}}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -59,3 +65,15 @@ def test_the_default_selector_is_bit_identical_to_the_measured_one(variant: str)
     got = record({"selector": C.SelectionConfig().selector, **VARIANTS[variant]})
     assert got["subsets"] == expected["subsets"]
     assert got["epochs"] == expected["epochs"]
+
+
+def test_a_gate_that_reads_no_acted_on_estimate_as_zero_changes_no_draw():
+    """The reference's estimates are 0, 0 and then 0.122 twice: a gate at 0.1 leaves each as it was, so every draw,
+    random ones included, is the reference's; a gate at 0.15 zeroes the last two, which then set nothing aside."""
+    expected = json.loads(REFERENCE.read_text())["default"]
+    estimate = pytest.approx(0.1222, abs=1e-4)
+    assert [e.get("select_drop_share") for e in expected["epochs"]][2:] == [0.0, 0.0, estimate, estimate]
+    assert record({"selector": "filtered-random", "ignore_below": 0.1}) == expected
+    gated = record({"selector": "filtered-random", "ignore_below": 0.15})
+    assert gated["subsets"][:4] == expected["subsets"][:4] and gated["subsets"][4:] != expected["subsets"][4:]
+    assert [e["select_drop_share"] for e in gated["epochs"][4:]] == [0.0, 0.0]

@@ -43,7 +43,7 @@ class FilteredRandomOptions:
     # an estimated share below this is read as 0 (nothing set aside): an estimate that low is within its own bias
     # (memorized training labels, a pool skewed against the trusted set), and the least confident are then mostly
     # hard correct examples
-    ignore_below: float = 0.0
+    ignore_below: float = 0.2
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
