@@ -89,7 +89,8 @@ def test_unknown_preset_lists_the_available_ones():
     (["--set", "selection.drop_share_scale=inf"], r"selection.drop_share_scale: inf is invalid"),
     (["--set", "selection.agreement_sample=2.5"], r"selection.agreement_sample: expected an integer, got 2.5"),
     (["--set", "selection.eta=0.1"], r"selection.eta: not an option of the filtered-random selector \(its options: "
-                                     r"class_budget, agreement_sample, drop_share_scale, ignore_below, relabel_above, relabel_from\)"),
+                                     r"class_budget, agreement_sample, drop_share_scale, ignore_below, relabel_above, "
+                                     r"relabel_from\)"),
     (["--set", "selection.hard_ratio=2"], r"selection.hard_ratio: not an option of the filtered-random selector"),
     (["--selector", "random", "--set", "selection.ignore_below=0.2"],
      r"selection.ignore_below: not an option of the random selector \(its options: class_budget\)"),
