@@ -61,9 +61,6 @@ class Splits:
     # each training and validation image's index in the dataset's training set as read (None: its own val_dir)
     origin: torch.Tensor | None = None
     val_origin: torch.Tensor | None = None
-    # (n_train,) the training labels before injected noise or a labels file, where either changed them: like
-    # ``noisy``, for measurement only (how many of the labels a run trained on were wrong)
-    true_labels: torch.Tensor | None = None
 
     def describe(self) -> str:
         test = len(self.test) if self.test is not None else 0
@@ -176,7 +173,6 @@ def load_splits(cfg: DataConfig) -> Splits:
         train, origin = train.subset(pick), origin[pick]
         class_sizes = torch.bincount(train.y, minlength=num_classes).tolist()
     noisy = val_noisy = None
-    true_labels = train.y
     if cfg.label_noise > 0:  # the training split; the validation split by data.val_noise, the test set never
         noisy_y = noisy_labels(train.y, cfg.label_noise, cfg.noise_kind, num_classes,
                                torch.Generator().manual_seed(NOISE_STREAM + cfg.noise_seed),
@@ -203,7 +199,7 @@ def load_splits(cfg: DataConfig) -> Splits:
         val_noisy, val = given[val_origin] != val.y, ImageData(val.x, given[val_origin])
     mean, std = channel_stats(train.x)
     return Splits(train, val, test, num_classes, mean, std, noisy, class_sizes, val_noisy, reference, origin,
-                  val_origin, true_labels if noisy is not None else None)
+                  val_origin)
 
 
 def read_labels(path: str, key: str, needed: int, num_classes: int) -> torch.Tensor:

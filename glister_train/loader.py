@@ -53,7 +53,7 @@ class AdaptiveSubsetLoader:
                  epochs: int, select_every: int, kappa: float, batch_size: int, mean: torch.Tensor,
                  kappa_matched: bool = False,
                  std: torch.Tensor, augment: bool = True, seed: int = 0, device: str | torch.device = "cpu",
-                 channels_last: bool = False, random_start: bool = True, true_labels: torch.Tensor | None = None):
+                 channels_last: bool = False, random_start: bool = True, noisy: torch.Tensor | None = None):
         self.train, self.val, self.selector = train, val, selector
         self.budget = budget_for(fraction, len(train))
         self.epochs, self.warm_epochs = epochs, round(kappa * epochs)
@@ -65,8 +65,7 @@ class AdaptiveSubsetLoader:
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.random_start = random_start
-        # the training labels before injected noise: measured, never shown to selectors
-        self.true_labels = None if true_labels is None else true_labels.cpu()
+        self.noisy = noisy  # which training labels are wrong (injected noise): measured, never shown to selectors
         # three streams, so that changing one (e.g. the selector's draws) leaves the others as they were
         self.select_gen = torch.Generator().manual_seed(seed)
         self.shuffle_gen = torch.Generator().manual_seed(seed + 1)
@@ -119,8 +118,6 @@ class AdaptiveSubsetLoader:
             selector = self.selector
             if epoch == 0 and self.random_start and self.selector.reselects:
                 selector = RandomSelector()
-            if hasattr(selector, "set_epoch"):
-                selector.set_epoch(epoch)
             selection = selector.select(model, self.train, self.val, self.budget, generator=self.select_gen)
             self.cache = selection.cache
         elif self.redraw_due(epoch):
@@ -129,8 +126,6 @@ class AdaptiveSubsetLoader:
                     model, self.train, self.val, self.budget, generator=self.select_gen)
             else:
                 selector = self.selector
-                if hasattr(selector, "set_epoch"):
-                    selector.set_epoch(epoch)
                 selection = selector.redraw(self.cache, self.train, self.budget, generator=self.select_gen)
         else:
             return None
@@ -142,10 +137,9 @@ class AdaptiveSubsetLoader:
         distributed.check_same(selection.indices, f"the subset selected at epoch {epoch + 1}")
         labels = self.train.y[selection.indices.to(self.train.y.device)]
         stats["select_class_hist"] = torch.bincount(labels, minlength=int(self.train.y.max()) + 1).tolist()
-        if self.true_labels is not None:  # of the labels it trains on: corrected ones are right or wrong too
-            trained = (labels if selection.labels is None else selection.labels).cpu()
-            stats["select_noisy_share"] = float((trained != self.true_labels[selection.indices.cpu()]).float().mean())
-            stats["select_pool_noisy_share"] = float((self.train.y.cpu() != self.true_labels).float().mean())
+        if self.noisy is not None:
+            stats["select_noisy_share"] = float(self.noisy[selection.indices.cpu()].float().mean())
+            stats["select_pool_noisy_share"] = float(self.noisy.float().mean())
         self.selection = selection
         if scored:
             self.selected_at = epoch
@@ -174,8 +168,8 @@ class AdaptiveSubsetLoader:
             if self.augment:
                 x = augment(x, self.augment_gen, positions=mine, batch=size)
             x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std)
-            y = self.train.y[idx] if sel.labels is None else sel.labels[pick]
-            yield Batch(x.contiguous(memory_format=self.memory_format), y.to(self.device, non_blocking=True),
+            yield Batch(x.contiguous(memory_format=self.memory_format),
+                        self.train.y[idx].to(self.device, non_blocking=True),
                         sel.weights[pick].to(self.device, non_blocking=True), total.to(self.device), ranks,
                         sel.indices[pick])
 
@@ -183,7 +177,7 @@ class AdaptiveSubsetLoader:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "indices": self.selection.indices, "weights": self.selection.weights, "labels": self.selection.labels,
+            "indices": self.selection.indices, "weights": self.selection.weights,
             "selected_at": -1 if self.selected_at is None else self.selected_at,
             "select_gen": self.select_gen.get_state(), "shuffle_gen": self.shuffle_gen.get_state(),
             "augment_gen": self.augment_gen.get_state(), "cache": self.cache,
@@ -192,7 +186,7 @@ class AdaptiveSubsetLoader:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.selection = Selection(state["indices"], state["weights"], labels=state.get("labels"))
+        self.selection = Selection(state["indices"], state["weights"])
         self.selected_at = None if state["selected_at"] < 0 else int(state["selected_at"])
         self.select_gen.set_state(state["select_gen"])
         self.shuffle_gen.set_state(state["shuffle_gen"])

@@ -38,6 +38,10 @@ DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
         # forward loss correction by the trusted set's estimate of how labels are changed (Gold Loss Correction),
         # estimated at a selection: lost under pair and instance noise
         "correct_loss_from": 0,
+        # training an example on the class the model predicts for it where that is likely enough (label
+        # correction), from a given epoch: lost under instance noise
+        "relabel_above": 1.0,
+        "relabel_from": 0,
     },
 }
 # options a selector gained after runs were recorded without them, with the value such a run ran

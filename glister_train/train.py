@@ -59,7 +59,7 @@ def make_loader(cfg: Config, splits: Splits, runtime: Runtime, random_start: boo
         splits.train, splits.val, selector_for(cfg, splits, runtime), fraction=fraction, epochs=cfg.train.scheduled_epochs,
         select_every=s.select_every, kappa=s.kappa, kappa_matched=s.kappa_matched, batch_size=cfg.train.batch_size,
         mean=splits.mean, std=splits.std, augment=cfg.data.augment, seed=cfg.run.seed, device=runtime.device,
-        channels_last=runtime.channels_last, random_start=random_start, true_labels=splits.true_labels)
+        channels_last=runtime.channels_last, random_start=random_start, noisy=splits.noisy)
 
 
 @dataclass

@@ -150,7 +150,6 @@ def test_noise_reaches_the_training_split_only(tmp_path: Path):
     clean = load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path / "d")))
     noisy = load_splits(DataConfig(dataset="npz", data_dir=str(tmp_path / "d"), label_noise=0.25))
     assert clean.noisy is None and noisy.noisy is not None
-    assert clean.true_labels is None and torch.equal(noisy.true_labels, clean.train.y)  # kept for measurement
     assert torch.equal(clean.val.y, noisy.val.y) and torch.equal(clean.test.y, noisy.test.y)
     assert torch.equal(clean.train.x, noisy.train.x)
     assert torch.equal(noisy.noisy, noisy.train.y != clean.train.y)
@@ -229,7 +228,6 @@ def test_a_labels_file_relabels_the_training_and_validation_splits_and_is_measur
     splits, plain = load_splits(cfg), load_splits(C.replace(cfg, train_labels="", val_labels=""))
     assert torch.equal(splits.train.x, plain.train.x) and torch.equal(splits.val.x, plain.val.x)
     assert torch.equal(splits.noisy, splits.train.y != plain.train.y)
-    assert torch.equal(splits.true_labels, plain.train.y)
     assert 0.3 < float(splits.noisy.float().mean()) < 0.7  # about half
     assert torch.equal(splits.val.y, plain.val.y) and not splits.val_noisy.any()
     np.save(tmp_path / "short.npy", relabelled[:10])

@@ -101,31 +101,6 @@ def test_an_estimate_below_ignore_below_sets_nothing_aside():
     assert shares[0.6] == (0.0, 1.0)
 
 
-@pytest.mark.parametrize("training_visible", [True, False])
-def test_relabel_trains_confident_disagreements_on_the_predicted_class_from_its_epoch_on(training_visible: bool):
-    model, train, val, wrong, logits = noisy_problem()  # a model that learned the clean labels
-    truth = images(800, seed=1).y[:600]
-    sel = selector(training_visible, train_size=len(train), relabel_above=0.5, relabel_from=6)
-    plain = selector(training_visible, train_size=len(train))
-    for s in (sel, plain):
-        s.observe(torch.arange(len(train)), train.y, logits)
-    sel.set_epoch(3)
-    early = sel.select(model, train, val, 150, generator=torch.Generator().manual_seed(3))
-    assert early.labels is None and "select_relabeled_share" not in early.stats
-    sel.set_epoch(6)
-    late = sel.redraw(early.cache, train, 150, generator=torch.Generator().manual_seed(4))
-    same = plain.redraw(early.cache, train, 150, generator=torch.Generator().manual_seed(4))
-    assert torch.equal(late.indices, same.indices) and same.labels is None  # what is drawn does not change
-    changed = late.labels != train.y[late.indices]
-    assert late.stats["select_relabeled_share"] == pytest.approx(float(changed.float().mean()))
-    assert changed.any()
-    if training_visible:  # exactly the records' confident disagreements
-        p = torch.softmax(logits[late.indices], 1)
-        assert torch.equal(changed, (p.argmax(1) != train.y[late.indices]) & (p.max(1).values > 0.5))
-    assert float((late.labels[changed] == truth[late.indices][changed]).float().mean()) > 0.8  # mostly right
-    assert float((late.labels != truth[late.indices]).float().mean()) < float(wrong[late.indices].float().mean())
-
-
 def test_the_estimate_is_one_minus_agreement_over_validation_accuracy():
     assert wrong_label_share(0.6, 1.0, 1.0) == pytest.approx(0.4)
     assert wrong_label_share(0.6, 1.0, 1.5) == pytest.approx(0.6)
@@ -148,9 +123,7 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"ignore_below": 1.0}, "ignore_below"),
-                                              ({"relabel_above": 0.0}, "relabel_above"),
-                                              ({"relabel_from": -1}, "relabel_from")])
+                                              ({"ignore_below": 1.0}, "ignore_below")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 

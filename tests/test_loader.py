@@ -172,35 +172,3 @@ def test_the_loader_hands_the_selector_what_it_watches_and_checkpoints_it():
     assert restored.selector.seen == [([0, 6], [0, 1])] and torch.equal(restored.selector.validation, torch.ones(3, 4))
     plain = make(Spy(), n=10)
     assert not plain.observes_training and not plain.wants_validation(0)
-
-
-def test_a_selection_that_corrects_labels_is_trained_measured_and_resumed_on_them():
-    class Relabeling(Spy):
-        """Trains examples 0-9 on class 4, whatever their labels (``i % 5``), from the epoch it is told."""
-
-        def set_epoch(self, epoch):
-            self.epoch = epoch
-
-        def select(self, model, train, val, budget, *, generator):
-            idx = torch.arange(budget)
-            return Selection(idx, torch.ones(budget), labels=torch.where(idx < 10, 4, train.y[idx]))
-
-    loader = make(Relabeling(), n=40, fraction=0.5, batch=4, random_start=False)
-    truth = torch.arange(40) % 5
-    truth[:10] = 4  # the labels corrected are right for 0-9 and the given ones wrong there, and for 10-13
-    truth[10:14] = (truth[10:14] + 1) % 5
-    loader.true_labels = truth
-    stats = loader.reselect_if_due(0, None).stats
-    assert loader.selector.epoch == 0
-    assert stats["select_noisy_share"] == pytest.approx(4 / 20)  # the labels it trains on: only 10-13 wrong
-    assert stats["select_pool_noisy_share"] == pytest.approx(12 / 40)  # the given labels (0-9 but 4 and 9, 10-13)
-    served = {int(i): int(y) for b in loader for i, y in zip(b.idx, b.y)}
-    assert served == {i: 4 if i < 10 else i % 5 for i in range(20)}
-    resumed = make(Relabeling(), n=40, fraction=0.5, batch=4, random_start=False)
-    resumed.load_state_dict(loader.state_dict())
-    assert {int(i): int(y) for b in resumed for i, y in zip(b.idx, b.y)} == served
-
-
-def test_corrected_labels_must_match_the_subset():
-    with pytest.raises(ValueError, match="Selection.labels must be int64 of the indices' shape"):
-        Selection(torch.arange(3), torch.ones(3), labels=torch.zeros(2, dtype=torch.int64))

@@ -323,24 +323,3 @@ def test_a_tracker_that_cannot_be_built_marks_the_run_failed(npz_dir: Path, tmp_
         train_run(tiny_config(npz_dir, train={"epochs": 1}), tmp_path / "run", log=lambda _: None)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "exploded" in summary["error"]
-
-
-def test_a_run_that_relabels_resumes_bit_identical(npz_dir: Path, tmp_path: Path):
-    """The labels a selection trains on are part of the checkpoint: stopped after its third epoch and resumed, a
-    run that relabels from epoch 2 gives every number of the run that was never stopped."""
-    cfg = tiny_config(npz_dir, data={"label_noise": 0.3}, train={"epochs": 6, "eval_every": 1},
-                      selection={"selector": "filtered-random", "select_every": 1, "relabel_above": 0.3,
-                                 "relabel_from": 2})
-    train_run(cfg, tmp_path / "whole", log=quiet)
-
-    def stop_at_the_fourth_epoch(line: str) -> None:
-        if line.startswith("epoch=4 "):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, tmp_path / "run", log=stop_at_the_fourth_epoch)
-    train_run(cfg, tmp_path / "run", resume=True, log=quiet)
-    whole, run = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "run")
-    assert any(r.get("select_relabeled_share", 0) > 0 for r in whole)
-    keys = ("train_loss", "val_acc", "select_relabeled_share", "select_noisy_share")
-    assert [[r.get(k) for k in keys] for r in run] == [[r.get(k) for k in keys] for r in whole]

@@ -23,8 +23,6 @@ class Selection:
     # what a selector that redraws needs to draw the next subset without another forward pass (its
     # scores); the loader keeps it, checkpoints it and hands it back to ``selector.redraw``
     cache: dict[str, torch.Tensor] | None = None
-    # the label each selected example is trained on, where a selector corrects some (None: the given labels)
-    labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.indices.dtype != torch.int64 or self.indices.ndim != 1:
@@ -32,9 +30,6 @@ class Selection:
             raise ValueError(f"Selection.indices must be a 1-D int64 tensor, got {self.indices.dtype} {shape}")
         if self.weights.shape != self.indices.shape:
             raise ValueError(f"Selection.weights has shape {tuple(self.weights.shape)}, indices {tuple(self.indices.shape)}")
-        if self.labels is not None and (self.labels.dtype != torch.int64 or self.labels.shape != self.indices.shape):
-            raise ValueError(f"Selection.labels must be int64 of the indices' shape {tuple(self.indices.shape)}, got "
-                             f"{self.labels.dtype} {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
         return len(self.indices)

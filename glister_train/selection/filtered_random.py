@@ -44,11 +44,6 @@ class FilteredRandomOptions:
     # (memorized training labels, a pool skewed against the trusted set), and the least confident are then mostly
     # hard correct examples
     ignore_below: float = 0.2
-    # train an example on the class the model predicts for it, in place of its label, where the model's latest
-    # probability of that class is above this (1: never), from epoch `relabel_from` on: early on the model's
-    # predictions are worse than the labels it doubts
-    relabel_above: float = 1.0
-    relabel_from: int = 0
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
@@ -56,9 +51,6 @@ class FilteredRandomOptions:
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
         require(0 <= self.ignore_below < 1, "ignore_below", self.ignore_below, "a share in [0, 1), e.g. 0.2 (0: act on any)")
-        require(0 < self.relabel_above <= 1, "relabel_above", self.relabel_above,
-                "a probability in (0, 1], e.g. 0.5 (1: never relabel)")
-        require(self.relabel_from >= 0, "relabel_from", self.relabel_from, "an epoch >= 0")
 
 
 def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
@@ -84,7 +76,6 @@ class FilteredRandomSelector:
         self.records: dict[str, torch.Tensor] = {}
         self.val_features: torch.Tensor | None = None  # handed over by the evaluation for the next selection
         self.train_size = train_size
-        self.epoch = 0  # of the draw to come (set_epoch)
 
     # ------------------------------------------------------------ what the loop shows it
 
@@ -101,9 +92,6 @@ class FilteredRandomSelector:
 
     def observe_validation(self, features: torch.Tensor) -> None:
         self.val_features = features
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {"records": {k: v.cpu() for k, v in self.records.items()}, "val_features": self.val_features}
@@ -137,9 +125,7 @@ class FilteredRandomSelector:
                 raise NonFiniteSelection("non-finite logits of the training pool")
             y = train.y.cpu()
             cache["agree"] = torch.tensor(accuracy(z, y))
-            p = torch.softmax(z, 1)
-            cache["rank"] = p[torch.arange(len(y)), y]
-            cache["top_p"], cache["top_class"] = p.max(1)
+            cache["rank"] = torch.softmax(z, 1)[torch.arange(len(y)), y]
         forward_time = time.perf_counter() - start
         selection = self.redraw(cache, train, budget, generator=generator)
         selection.stats.update(select_forward_time=forward_time, select_val_reused=float(reused))
@@ -151,46 +137,35 @@ class FilteredRandomSelector:
         y = train.y.cpu()
         n, num_classes = len(y), cache["zv"].shape[1]
         quotas = class_quotas(y, budget, num_classes, self.options.class_budget, cache["yv"])
-        seen, rank, share, top = self.ranking(cache, y)
+        seen, rank, share = self.ranking(cache, y)
         excluded = exclude_lowest(rank, y, quotas, share) if seen.any() else torch.zeros(n, dtype=torch.bool)
         keys = torch.zeros(n).masked_fill_(excluded, -math.inf)
         keys[~seen] = 0.0  # an example with no record yet is drawn at its class's rate, never set aside
-        chosen = torch.sort(draw(keys, y, quotas, generator)).values
-        stats = {"select_drop_share": share, "select_seen_share": float(seen.float().mean()),
-                 "select_kept_share": float(torch.isfinite(keys).float().mean())}
-        labels = None
-        if self.options.relabel_above < 1 and self.epoch >= self.options.relabel_from:
-            top_p, top_class = top
-            relabel = seen & (top_class != y) & (top_p > self.options.relabel_above)
-            labels = torch.where(relabel, top_class, y)[chosen]
-            stats["select_relabeled_share"] = float(relabel[chosen].float().mean())
-        return Selection(chosen, torch.ones(len(chosen)), stats, cache, labels)
+        order = draw(keys, y, quotas, generator)
+        return Selection.uniform(torch.sort(order).values, cache, select_drop_share=share,
+                                 select_seen_share=float(seen.float().mean()),
+                                 select_kept_share=float(torch.isfinite(keys).float().mean()))
 
     def share(self, cache: dict[str, torch.Tensor]) -> float:
         """The share to set aside, from the model's agreement with the training labels and its validation accuracy."""
         share = wrong_label_share(float(cache["agree"]), accuracy(cache["zv"], cache["yv"]), self.options.drop_share_scale)
         return share if share >= self.options.ignore_below else 0.0
 
-    def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, float, tuple[torch.Tensor, torch.Tensor]]:
-        """(which examples have a rank, the rank of each, lowest set aside first, the share to set aside, the
-        model's most likely class of each and its probability)."""
+    def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(which examples have a rank, the rank of each, lowest set aside first, the share to set aside)."""
         n = len(y)
         if "rank" in cache:  # from the selection's own pass over the pool
-            top = (cache["top_p"], cache["top_class"]) if "top_p" in cache else (torch.zeros(n), y)  # older caches
-            return torch.ones(n, dtype=torch.bool), cache["rank"], self.share(cache), top
+            rank = cache["rank"]
+            return torch.ones(n, dtype=torch.bool), rank, self.share(cache)
         records = {k: v.cpu() for k, v in self.records.items()}  # once a selection or redraw, not once a step
         seen = records["seen"] if records else torch.zeros(n, dtype=torch.bool)
-        top = torch.zeros(n), y.clone()
         if not seen.any():
-            return seen, torch.ones(n), 0.0, top
+            return seen, torch.ones(n), 0.0
         logits = records["logits"][seen]
         if not torch.isfinite(logits).all():
             raise NonFiniteSelection("non-finite logits in the training pass's records")
         share = self.share(cache)
-        p = torch.softmax(logits, 1)
         rank = torch.ones(n)  # never-seen examples rank as fully confident: not set aside for want of a record
-        rank[seen] = p[torch.arange(int(seen.sum())), y[seen]]
-        top[0][seen], top[1][seen] = p.max(1)
-        return seen, rank, share, top
+        rank[seen] = torch.softmax(logits, 1)[torch.arange(int(seen.sum())), y[seen]]
+        return seen, rank, share
 
