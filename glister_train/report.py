@@ -212,12 +212,12 @@ def local_run(run_dir: Path, clock: str) -> RunRecord | None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise RunSkipped(f"summary.json's {name} is {value!r}, not a number")
     metrics = read_metrics(run_dir)
-    if not metrics:
-        raise RunSkipped("metrics.jsonl is missing, empty or unparseable")
     try:
         cfg = run_config(run_dir / "config.yaml", metrics)
     except UsageError as exc:
         raise RunSkipped(str(exc)) from None
+    if not metrics:
+        raise RunSkipped("metrics.jsonl is missing, empty or unparseable")
     if any(key != "epoch_cost" and key not in m for m in metrics):
         raise UsageError(f"report: {str(run_dir)!r} has no {key} (written since CPU time was recorded); "
                          "use --clock wall")
