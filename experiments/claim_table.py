@@ -31,7 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glister_train.config import TrainConfig  # noqa: E402
-from glister_train.retired import translate  # noqa: E402
+from glister_train.retired import logged_drop_shares, translate  # noqa: E402
 from glister_train.selection.filtered_random import FilteredRandomOptions  # noqa: E402
 from glister_train.selection.glister import GlisterOptions  # noqa: E402
 
@@ -146,7 +146,7 @@ def collect(roots: list[Path]) -> dict[str, dict[str, dict[int, dict[str, Any]]]
             if cond is None:
                 continue
             metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-            row = method(cfg, [m["select_drop_share"] for m in metrics if "select_drop_share" in m])
+            row = method(cfg, logged_drop_shares(metrics))
             if cond in ("clean 30%", "clean 10%"):
                 row = SAME_ON_CLEAN.get(row, row)
             rows = [row]

@@ -93,10 +93,9 @@ def run_config(path: Path, metrics: list[dict[str, Any]] | None = None) -> dict[
     """A run folder's config.yaml, flattened; one written before the selectors owned their options is read in
     the current form, each retired lever it had on as ``selection.KEY (retired)``, and an option added since as
     the run ran it, told from its ``metrics`` where that depends on them (see :mod:`glister_train.retired`)."""
-    from .retired import translate
+    from .retired import logged_drop_shares, translate
 
-    shares = [m["select_drop_share"] for m in metrics or () if "select_drop_share" in m]
-    raw, retired = translate(read_yaml(path), shares)
+    raw, retired = translate(read_yaml(path), logged_drop_shares(metrics))
     cfg = flatten(validate(merge(Config(), raw, str(path))))
     return {**cfg, **{f"selection.{k} (retired)": v for k, v in retired.items()}}
 

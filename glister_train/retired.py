@@ -79,6 +79,12 @@ def drop_retired_options(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return {**raw, "selection": kept}, retired
 
 
+def logged_drop_shares(metrics: list[dict[str, Any]] | None) -> list[float]:
+    """The estimates a filtered-random run logged (``select_drop_share``), in order: what
+    :func:`fill_added_options` reads a run from before ``ignore_below`` by."""
+    return [m["select_drop_share"] for m in metrics or () if "select_drop_share" in m]
+
+
 def fill_added_options(raw: dict[str, Any], drop_shares: list[float] | None = None) -> dict[str, Any]:
     """The config with each option its selector gained since (:data:`ADDED_OPTIONS`) set to what the run ran.
 
