@@ -49,6 +49,8 @@ FULL, FULL_BUDGET = "full data, 45 epochs", "full data, 14 epochs"
 RANDOM, BALANCED = "adaptive random", "class-balanced random"
 GLISTER, DEFAULT = "GLISTER", "filtered-random (default)"
 HEADLINE = (FULL, FULL_BUDGET, RANDOM, BALANCED, GLISTER, DEFAULT)
+# training options that change the loss, with their defaults: a run that sets one is its own row
+LOSS_OPTIONS = {"early_learning": TrainConfig.early_learning, "early_learning_momentum": TrainConfig.early_learning_momentum}
 # the options a method is named by when they hold their defaults (anything else is an ablation row)
 DEFAULTS = {"filtered-random": dataclasses.asdict(FilteredRandomOptions()), "glister": dataclasses.asdict(GlisterOptions())}
 # GLISTER's committed runs ran with the validation set's class mix, but for one seed with the pool's (the sweep did
@@ -65,19 +67,20 @@ def method(cfg: dict[str, Any], drop_shares: list[float] | None = None) -> str:
     """The row a run belongs to: a headline method, or the default (or GLISTER) with what it changed
     (``drop_shares``: the estimates the run logged, which tell how a run from before ``ignore_below`` reads)."""
     new, retired = translate(cfg, drop_shares)
-    s = new["selection"]
+    s, train = new["selection"], cfg.get("train", {})
     selector = s["selector"]
     schedule = []
     if s.get("kappa_matched"):
         schedule.append(f"compute-matched warm start, kappa {s['kappa']:g}")
+    loss = "".join(f" + {k}: {train[k]:g}" for k in LOSS_OPTIONS
+                   if train.get("early_learning") and train.get(k, LOSS_OPTIONS[k]) != LOSS_OPTIONS[k])
     if selector == "full":
-        train = cfg.get("train", {})
         epochs = TrainConfig(epochs=train.get("epochs", 45), budget_fraction=train.get("budget_fraction", 1.0)).scheduled_epochs
-        return FULL if epochs == 45 else FULL_BUDGET if epochs == 14 else f"full data, {epochs} epochs"
+        return (FULL if epochs == 45 else FULL_BUDGET if epochs == 14 else f"full data, {epochs} epochs") + loss
     if selector == "adaptive-random":
         if s.get("class_budget", "none") == "val_share":
-            return f"{BALANCED}, R = {s.get('select_every', 20)}"
-        return f"{RANDOM}, R = {s.get('select_every', 20)}" + "".join(f", {x}" for x in schedule)
+            return f"{BALANCED}, R = {s.get('select_every', 20)}" + loss
+        return f"{RANDOM}, R = {s.get('select_every', 20)}" + "".join(f", {x}" for x in schedule) + loss
     name = DEFAULT if selector == "filtered-random" else GLISTER if selector == "glister" else selector
     if selector == "glister" and "drop_by" in retired:  # the soft filters the default grew out of, in short
         t = float(s["temperature"])
@@ -93,7 +96,7 @@ def method(cfg: dict[str, Any], drop_shares: list[float] | None = None) -> str:
     if retired.get("class_budget"):  # a retired class mix stood in for the one translate() gives
         changed = [x for x in changed if not x.startswith("class_budget: ")]
     changed += [f"{k}: {v} (retired)" for k, v in retired.items()]
-    return name + "".join(f" + {x}" for x in [*changed, *schedule])
+    return name + "".join(f" + {x}" for x in [*changed, *schedule]) + loss
 
 
 def condition(cfg: dict[str, Any]) -> str | None:

@@ -1,7 +1,8 @@
 """The checkpoint: everything a run needs to continue bit-identically, written atomically after every epoch.
 
 Model, optimizer, schedule, the loader's subset and cached scores, every RNG stream, the running totals, the
-capture state and the flattened config (so a checkpoint from another configuration is refused, not mixed in).
+capture state, the early-learning targets and the flattened config (so a checkpoint from another configuration is
+refused, not mixed in).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from .config import Config, flatten
+from .early_learning import EarlyLearningTargets
 from .errors import CheckpointError
 from .io import UnreadableTorchFile, atomic_torch_save, load_tensors
 from .loader import AdaptiveSubsetLoader
@@ -23,11 +25,13 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, cfg: Config, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                    loader: AdaptiveSubsetLoader, totals: dict[str, Any], capture: FilterStats | None = None) -> None:
+                    loader: AdaptiveSubsetLoader, totals: dict[str, Any], capture: FilterStats | None = None,
+                    early: EarlyLearningTargets | None = None) -> None:
     atomic_torch_save({
         "totals": totals, "config": flatten(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(), "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
         "capture": capture.state_dict() if capture is not None else None,
+        "early_learning": early.state_dict() if early is not None else None,
     }, path)
 
 
@@ -50,7 +54,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
             loader: AdaptiveSubsetLoader, capture: FilterStats | None = None,
-            path: Path = Path(CHECKPOINT)) -> dict[str, Any]:
+            path: Path = Path(CHECKPOINT), early: EarlyLearningTargets | None = None) -> dict[str, Any]:
     """Put everything a checkpoint holds back in place; returns the running totals."""
     try:
         if capture is not None and state.get("capture"):
@@ -59,6 +63,8 @@ def restore(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         loader.load_state_dict(state["loader"])
+        if early is not None:
+            early.load_state_dict(state["early_learning"])
         torch.set_rng_state(state["torch_rng"])
         return dict(state["totals"])
     except Exception as exc:  # missing keys, shape mismatch

@@ -108,6 +108,10 @@ class TrainConfig:
     # full data on a subset run's budget: train ceil(budget_fraction * epochs) epochs, the whole cosine schedule over
     # them (selector full only; 1 = all of them). 0.3 gives the baseline a 30% run competes with at equal compute
     budget_fraction: float = 1.0
+    # > 0: early-learning regularization (early_learning.py) with this weight; each example's target is the running
+    # average of its predictions, early_learning_momentum of the old target kept at each visit
+    early_learning: float = 0.0
+    early_learning_momentum: float = 0.7
 
     @property
     def scheduled_epochs(self) -> int:
@@ -367,6 +371,9 @@ def validate(cfg: Config) -> Config:
           "in (0, 1], e.g. 0.3 for full data on a 30% run's budget")
     check(t.budget_fraction == 1 or s.selector == "full", "train.budget_fraction", t.budget_fraction,
           f"1 with selector {s.selector} (it shortens a full-data run; a subset run's budget is selection.fraction)")
+    check(0 <= t.early_learning < math.inf, "train.early_learning", t.early_learning,
+          "a finite number >= 0 (0 = off; 3 is the published weight for CIFAR-10)")
+    check(0 <= t.early_learning_momentum < 1, "train.early_learning_momentum", t.early_learning_momentum, "in [0, 1)")
     check(0 <= t.capture_epochs <= t.scheduled_epochs, "train.capture_epochs", t.capture_epochs,
           f"between 0 and the epochs trained ({t.scheduled_epochs})")
     choice("data.dataset", d.dataset, DATASETS)

@@ -25,7 +25,8 @@ from . import distributed, warmstart
 from .checkpoint import CHECKPOINT, restore, save_checkpoint
 from .config import Config, trained_fraction
 from .data import Splits
-from .errors import NonFiniteSelection, TrainingDiverged
+from .early_learning import EarlyLearningTargets
+from .errors import ConfigError, NonFiniteSelection, TrainingDiverged
 from .evaluate import evaluate
 from .loader import AdaptiveSubsetLoader
 from .loglines import epoch_line, selection_line
@@ -79,6 +80,7 @@ class Training:
     capture: FilterStats | None
     frozen: list[nn.Module]
     totals: dict[str, Any]
+    early: EarlyLearningTargets | None = None  # the early-learning targets, when train.early_learning is on
 
 
 def setup(cfg: Config, splits: Splits, *, checkpoint: dict | None = None, checkpoint_path: Path | None = None,
@@ -113,10 +115,17 @@ def setup(cfg: Config, splits: Splits, *, checkpoint: dict | None = None, checkp
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     capture = FilterStats(model, f"training epochs {epochs - t.capture_epochs + 1}-{epochs}") \
         if t.capture_epochs else None
+    early = None
+    if t.early_learning:
+        if distributed.active():  # each rank would update only the targets of its own shard
+            raise ConfigError(f"train.early_learning={t.early_learning}: runs in one process only; set it to 0 "
+                              "under torchrun")
+        early = EarlyLearningTargets(len(splits.train), splits.num_classes, t.early_learning,
+                                     t.early_learning_momentum, rt.device)
     totals = {"epochs_done": 0, "train_time": 0.0, "select_time": 0.0, "eval_time": 0.0, "best_test_acc": None,
               "best_val_acc": None, "final_test_acc": None, "final_val_acc": None}
     if checkpoint is not None:
-        totals = restore(checkpoint, model, opt, sched, loader, capture, checkpoint_path or Path(CHECKPOINT))
+        totals = restore(checkpoint, model, opt, sched, loader, capture, checkpoint_path or Path(CHECKPOINT), early)
         log(f"resumed from {checkpoint_path or CHECKPOINT} after epoch {totals['epochs_done']}")
     eager = model
     if distributed.active():  # gradients averaged over ranks; DDP also broadcasts rank 0's weights now
@@ -124,7 +133,7 @@ def setup(cfg: Config, splits: Splits, *, checkpoint: dict | None = None, checkp
         log(f"data parallel: {distributed.world()} processes ({torch.distributed.get_backend()}), "
             f"{t.batch_size} images per step in all")
     forward = torch.compile(eager) if cfg.runtime.compile else eager
-    return Training(cfg, splits, rt, arch, model, eager, forward, opt, sched, loader, capture, frozen, totals)
+    return Training(cfg, splits, rt, arch, model, eager, forward, opt, sched, loader, capture, frozen, totals, early)
 
 
 def fit(state: Training | Config, splits: Splits | None = None, run_dir: str | Path = ".", tracker: Tracker | None = None,
@@ -175,7 +184,8 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     capturing = capture is not None and epoch >= t.scheduled_epochs - t.capture_epochs
     with capture if capturing else contextlib.nullcontext():  # hooks on the eager module: this epoch runs uncompiled
         train_loss, train_acc = train_epoch(state.eager if capturing else state.forward, loader, opt, state.rt, epoch,
-                                            bar_enabled(cfg.run.progress) and distributed.is_main(), state.frozen)
+                                            bar_enabled(cfg.run.progress) and distributed.is_main(), state.frozen,
+                                            state.early)
     state.sched.step()
     epoch_time = time.perf_counter() - start
     # the process's CPU seconds for the same work: its wall time on a core of its own, whatever else the
@@ -202,7 +212,7 @@ def run_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log:
     tracker.log_metrics(metrics, step=epoch + 1)
     log(epoch_line(epoch + 1, metrics))
     if distributed.is_main():
-        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, state.sched, loader, state.totals, capture)
+        save_checkpoint(run_dir / CHECKPOINT, cfg, model, opt, state.sched, loader, state.totals, capture, state.early)
 
 
 def skip_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log: Callable[[str], None]) -> None:
@@ -217,7 +227,7 @@ def skip_epoch(epoch: int, state: Training, tracker: Tracker, run_dir: Path, log
         f"{state.loader.warm_epochs + 1})")
     if distributed.is_main():
         save_checkpoint(run_dir / CHECKPOINT, state.cfg, state.model, state.opt, state.sched, state.loader,
-                        state.totals, state.capture)
+                        state.totals, state.capture, state.early)
 
 
 # on an accelerator a host-side check of every step's loss would stall its queue each step: there the steps run on
@@ -232,8 +242,9 @@ def checks_each_step(rt: Runtime) -> bool:
 
 
 def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim.Optimizer, rt: Runtime,
-                epoch: int, show_bar: bool, frozen: list[nn.Module] = ()) -> tuple[float, float]:
-    """One pass over the current subset; returns the weighted mean loss and the accuracy (over all ranks)."""
+                epoch: int, show_bar: bool, frozen: list[nn.Module] = (),
+                early: EarlyLearningTargets | None = None) -> tuple[float, float]:
+    """One pass over the current subset; returns the weighted mean cross-entropy and the accuracy (over all ranks)."""
     model.train()
     warmstart.keep_frozen(frozen)
     progress = Progress(len(loader), f"epoch {epoch + 1}", show_bar)
@@ -245,7 +256,7 @@ def train_epoch(model: nn.Module, loader: AdaptiveSubsetLoader, opt: torch.optim
     seen = 0
     observe = loader.observes_training  # the selector watches this pass: it gets each example's logits
     for step, batch in enumerate(loader):
-        loss = train_step(model, batch, opt, rt, epoch, step, progress, check=each_step)
+        loss = train_step(model, batch, opt, rt, epoch, step, progress, check=each_step, early=early)
         if not each_step:
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.value), step, first_bad)
             if (step + 1) % CHECK_EVERY == 0:
@@ -275,18 +286,19 @@ def stop_if_diverged(first_bad: torch.Tensor, epoch: int, progress: Progress) ->
 @dataclass
 class StepResult:
     value: torch.Tensor  # the step's loss (detached)
-    losses: torch.Tensor  # per example (detached)
+    losses: torch.Tensor  # per-example cross-entropy (detached)
     logits: torch.Tensor  # (detached)
 
 
 def train_step(model: nn.Module, batch: Any, opt: torch.optim.Optimizer, rt: Runtime, epoch: int, step: int,
-               progress: Progress, check: bool = True) -> StepResult:
-    """Forward, weighted loss, backward, SGD step; with ``check``, a non-finite loss stops training before the
-    step (without it the caller looks for one later, see ``CHECK_EVERY``)."""
+               progress: Progress, check: bool = True, early: EarlyLearningTargets | None = None) -> StepResult:
+    """Forward, weighted loss (cross-entropy, plus the early-learning penalty when ``early`` is given), backward,
+    SGD step; with ``check``, a non-finite loss stops training before the step (without it the caller looks for one
+    later, see ``CHECK_EVERY``)."""
     with rt.autocast():
         logits = model(batch.x)
     losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
-    loss = batch.loss(losses)
+    loss = batch.loss(losses if early is None else losses + early.penalty(batch.idx, logits))
     if check and not torch.isfinite(loss):
         progress.close()
         raise TrainingDiverged(epoch + 1, step + 1, float(loss.detach()))
