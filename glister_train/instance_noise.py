@@ -35,6 +35,9 @@ from .errors import DataError
 
 REFERENCE_EPOCHS = 15
 CACHE = "instance-noise"
+# training options the reference models always run with off: left out of the recipe the cache is named by, so that
+# adding one to the config (off by default) does not send every run to train the reference models again
+OFF_IN_THE_REFERENCE = ("early_learning", "early_learning_momentum")
 PROBABILITIES = "probabilities.npy"
 RECIPE = "recipe.json"
 
@@ -95,7 +98,8 @@ def cache_folder(x: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, data
     from .config import to_dict
 
     recipe_cfg = reference_recipe(noise_seed)
-    recipe = {"train": to_dict(recipe_cfg)["train"], "model": to_dict(recipe_cfg)["model"],
+    train = {k: v for k, v in to_dict(recipe_cfg)["train"].items() if k not in OFF_IN_THE_REFERENCE}
+    recipe = {"train": train, "model": to_dict(recipe_cfg)["model"],
               "augment": recipe_cfg.data.augment, "val_fraction": recipe_cfg.data.val_fraction,
               "seed": noise_seed, "split_seed": split_seed}
     return recipe_cfg, recipe, Path(data_dir).expanduser() / CACHE / digest(x, labels, pool, recipe)

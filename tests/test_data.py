@@ -271,6 +271,16 @@ def test_the_reference_model_never_sees_the_images_it_scores():
     assert torch.bincount(labels[a]).tolist() == [50] * 4  # stratified
 
 
+def test_the_reference_models_cache_keeps_its_name_when_an_option_they_run_without_is_added():
+    """The cache is named by the reference models' recipe: a new training option, off there, must not rename it
+    (every run would train them again, 30 minutes on this machine). The name was recorded at 7bc1d72, before
+    train.early_learning."""
+    from glister_train.instance_noise import cache_folder
+
+    x = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).reshape(4, 3, 2, 2)
+    assert cache_folder(x, torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1]), "d", 0, 0)[2].name == "c1b0c554fc221e8c"
+
+
 def test_instance_noise_is_placed_by_a_cached_reference_model_in_the_training_and_trusted_splits(
         tmp_path: Path, monkeypatch):
     from glister_train import config as C
