@@ -100,6 +100,10 @@ def run_config(path: Path, metrics: list[dict[str, Any]] | None = None) -> dict[
     return {**cfg, **{f"selection.{k} (retired)": v for k, v in retired.items()}}
 
 
+# training keys that are part of a method rather than a condition: a run with early learning is compared with the
+# baselines of its data, under its own label
+LOSS_KEYS = ("train.early_learning", "train.early_learning_momentum")
+
 # how long a run's schedule is: for full data, a baseline's budget rather than a condition
 SCHEDULE_LENGTH = ("train.epochs", "train.budget_fraction")
 
@@ -124,7 +128,7 @@ def label_runs(runs: list[RunRecord]) -> None:
     only compared within one. A selection key that differs goes into the
     *label* (``adaptive-random select_every=1``, ``filtered-random rank_by=margin``) where it is not the default
     (``select_every`` always, when it differs: both of random's schedules are named); other selectors are named
-    by their schedule only.
+    by their schedule only. The loss (``LOSS_KEYS``) goes into the label too, for every selector.
     """
     keys = sorted({k for r in runs for k in r.config if not k.startswith(NOT_A_SETTING)})
     subset_runs = [r for r in runs if r.selector != "full"] or runs
@@ -135,7 +139,7 @@ def label_runs(runs: list[RunRecord]) -> None:
     epochs = Counter(trained_epochs(r) for r in subset_runs).most_common(1)[0][0] if runs else None
     for run in runs:
         run.condition = " ".join(f"{k.split('.')[-1]}={run.config.get(k)}" for k in varying
-                                 if not k.startswith("selection.") and run.config.get(k) != "") or "-"
+                                 if not k.startswith(("selection.", *LOSS_KEYS)) and run.config.get(k) != "") or "-"
     own = [k for k in varying if k.startswith("selection.")]
     defaults = {selector: selector_defaults(selector) for selector in {r.selector for r in runs}}
     for run in runs:
@@ -146,6 +150,8 @@ def label_runs(runs: list[RunRecord]) -> None:
             and (run.config.get(k) != mine.get(k) or k == "selection.select_every")]
         if run.selector == "full" and "train.epochs" not in varying and trained_epochs(run) != epochs:
             parts = [f"epochs={trained_epochs(run)}"]
+        if float(run.config.get("train.early_learning") or 0):
+            parts += [f"{k.split('.')[-1]}={run.config[k]}" for k in LOSS_KEYS if run.config.get(k) != mine.get(k)]
         run.label = " ".join([run.selector, *parts])
         run.headline = all(part.startswith(("select_every=", "class_budget=", "epochs=")) for part in parts)
 

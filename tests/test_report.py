@@ -190,6 +190,21 @@ def test_runs_are_grouped_by_condition_and_labelled_by_what_differs():
     assert soft["vs_adaptive_random"] == pytest.approx(0.64 - 0.65)
 
 
+def test_early_learning_names_a_method_in_the_condition_of_its_data_and_is_compared_with_its_baselines():
+    from glister_train.report import table
+
+    runs = [_hand_run("adaptive-random", 0, [1, 1], [0.5, 0.6], **{"selection.select_every": 1}),
+            _hand_run("filtered-random", 0, [1, 1], [0.5, 0.62], **{"selection.select_every": 1}),
+            _hand_run("filtered-random", 0, [1, 1], [0.5, 0.66], **{"selection.select_every": 1,
+                                                                    "train.early_learning": 3.0})]
+    rows = {r["label"]: r for r in table(runs)}
+    assert set(rows) == {"adaptive-random", "filtered-random", "filtered-random early_learning=3.0"}
+    assert {r["condition"] for r in rows.values()} == {"-"}
+    elr = rows["filtered-random early_learning=3.0"]
+    assert elr["random_label"] == "adaptive-random"
+    assert elr["vs_adaptive_random"] == pytest.approx(0.66 - 0.6)
+
+
 def test_a_selectors_option_does_not_split_another_selectors_seeds():
     """An option of one selector present in another's config (an old folder, a hand-made one) does not split the
     other's seeds; for its own selector it names a group."""
