@@ -197,7 +197,8 @@ def headline(cells: dict) -> str:
                                            if chosen[m][c]) for m in chosen if any(chosen[m].values()))
     note = (f"Final test accuracy (%), mean ± std over 3 seeds unless (n) says otherwise; the subset runs train on 30% "
             f"of the data. The random baselines' R, chosen on validation accuracy: {picks}. GLISTER ran with the "
-            "validation set's class mix, except seed 0 under symmetric noise (the pool's).")
+            "validation set's class mix, except seed 0 under symmetric noise (the pool's). The early-learning rows add "
+            "train.early_learning=3 (an option, off by default).")
     return "\n".join([*lines, "", *textwrap.wrap(note, 110)])
 
 
