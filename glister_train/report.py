@@ -390,11 +390,18 @@ def against_budget_full(groups, condition: str, members: list[RunRecord], final:
             "verdict_full_budget": verdict(diff, final[1] + accs[1]) if seeded else "1 seed"}
 
 
+def loss_of(label: str) -> list[str]:
+    """The loss options a run's label names (``early_learning=3.0``): empty for cross-entropy."""
+    return [part for part in label.split() if part.startswith(tuple(f"{k.split('.')[-1]}=" for k in LOSS_KEYS))]
+
+
 def budget_full(groups, condition: str, members: list[RunRecord]) -> list[RunRecord] | None:
-    """The full-data runs on a shortened schedule (``full epochs=N``) whose whole run cost nearest the subset run's."""
+    """The full-data runs on a shortened schedule (``full epochs=N``) whose whole run cost nearest the subset run's,
+    trained with the subset run's loss where there are such runs."""
     budget = [g for (c, label, _), g in groups.items() if c == condition and label.startswith("full epochs=")]
     if not budget or members[0].selector == "full":
         return None
+    budget = [g for g in budget if loss_of(g[0].label) == loss_of(members[0].label)] or budget
 
     def cost(group: list[RunRecord]) -> float:
         return statistics.fmean(r.epoch_time * len(r.metrics) for r in group)

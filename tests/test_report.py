@@ -205,6 +205,20 @@ def test_early_learning_names_a_method_in_the_condition_of_its_data_and_is_compa
     assert elr["vs_adaptive_random"] == pytest.approx(0.66 - 0.6)
 
 
+def test_full_data_on_the_budget_is_paired_with_runs_of_its_own_loss():
+    from glister_train.report import table
+
+    budget = {"selection.select_every": 1, "train.budget_fraction": 0.5}
+    runs = [_hand_run("full", 0, [2], [0.61], **budget),
+            _hand_run("full", 0, [2], [0.64], **budget, **{"train.early_learning": 3.0}),
+            _hand_run("filtered-random", 0, [1, 1], [0.5, 0.62], **{"selection.select_every": 1}),
+            _hand_run("filtered-random", 0, [1, 1], [0.5, 0.66], **{"selection.select_every": 1,
+                                                                    "train.early_learning": 3.0})]
+    rows = {r["label"]: r for r in table(runs)}
+    assert rows["filtered-random"]["vs_full_budget"] == pytest.approx(0.62 - 0.61)
+    assert rows["filtered-random early_learning=3.0"]["vs_full_budget"] == pytest.approx(0.66 - 0.64)
+
+
 def test_a_selectors_option_does_not_split_another_selectors_seeds():
     """An option of one selector present in another's config (an old folder, a hand-made one) does not split the
     other's seeds; for its own selector it names a group."""
