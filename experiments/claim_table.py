@@ -204,7 +204,8 @@ def headline(cells: dict) -> str:
 
 def ablation(cells: dict) -> str:
     """Every other row against the default it changed in the same condition (the earlier default, acting on every
-    estimate, for the levers tried on top of it): the levers that lost or tied, and why not."""
+    estimate, for the levers tried on top of it; a baseline with early learning, against itself without it): the
+    levers that lost or tied, and why not."""
     lines = ["| variant | condition | test accuracy | vs the default it changed | wrong labels late |",
              "|---|---|---|---|---|"]
     rows = sorted(r for r in cells if r not in HEADLINE and not r.startswith((f"{RANDOM}, R = ", f"{BALANCED}, R = "))
@@ -213,7 +214,9 @@ def ablation(cells: dict) -> str:
     for row in rows:
         for cond, seeds in sorted(cells[row].items(), key=lambda item: order.index(item[0])):
             earlier = row.startswith(EARLIER_DEFAULT + " + ")
-            base = cells.get(EARLIER_DEFAULT if earlier else DEFAULT, {}).get(cond, {})
+            # a baseline with another loss is compared with itself without it; every other row with the default
+            own = row.split(" + early_learning")[0] if not row.startswith(DEFAULT) else None
+            base = cells.get(own or (EARLIER_DEFAULT if earlier else DEFAULT), {}).get(cond, {})
             same = [s for s in seeds if s in base]  # paired: the seeds both ran
             delta = statistics.fmean(seeds[s]["test_acc"] - base[s]["test_acc"] for s in same) if same else math.nan
             wrong = [v["wrong_late"] for v in seeds.values() if v["wrong_late"] is not None]
