@@ -31,6 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glister_train.config import TrainConfig  # noqa: E402
+from glister_train.report import LOSS_KEYS  # noqa: E402
 from glister_train.retired import logged_drop_shares, translate  # noqa: E402
 from glister_train.selection.filtered_random import FilteredRandomOptions  # noqa: E402
 from glister_train.selection.glister import GlisterOptions  # noqa: E402
@@ -52,8 +53,8 @@ GLISTER, DEFAULT = "GLISTER", "filtered-random (default)"
 EARLY, BALANCED_EARLY = f"{DEFAULT} + early_learning: 3", f"{BALANCED}, R = 1 + early_learning: 3"
 HEADLINE = (FULL, FULL_BUDGET, RANDOM, BALANCED, GLISTER, DEFAULT, EARLY, BALANCED_EARLY)
 SHOWN_AS = {EARLY: "filtered-random + early learning", BALANCED_EARLY: "class-balanced random + early learning"}
-# training options that change the loss, with their defaults: a run that sets one is its own row
-LOSS_OPTIONS = {"early_learning": TrainConfig.early_learning, "early_learning_momentum": TrainConfig.early_learning_momentum}
+# training options that change the loss (report's), with their defaults: a run that sets one is its own row
+LOSS_OPTIONS = {k.split(".")[-1]: getattr(TrainConfig, k.split(".")[-1]) for k in LOSS_KEYS}
 # the options a method is named by when they hold their defaults (anything else is an ablation row)
 DEFAULTS = {"filtered-random": dataclasses.asdict(FilteredRandomOptions()), "glister": dataclasses.asdict(GlisterOptions())}
 # GLISTER's committed runs ran with the validation set's class mix, but for one seed with the pool's (the sweep did

@@ -150,7 +150,7 @@ def label_runs(runs: list[RunRecord]) -> None:
             and (run.config.get(k) != mine.get(k) or k == "selection.select_every")]
         if run.selector == "full" and "train.epochs" not in varying and trained_epochs(run) != epochs:
             parts = [f"epochs={trained_epochs(run)}"]
-        if float(run.config.get("train.early_learning") or 0):
+        if loss_of(run):
             parts += [f"{k.split('.')[-1]}={run.config[k]}" for k in LOSS_KEYS if run.config.get(k) != mine.get(k)]
         run.label = " ".join([run.selector, *parts])
         run.headline = all(part.startswith(("select_every=", "class_budget=", "epochs=")) for part in parts)
@@ -390,9 +390,9 @@ def against_budget_full(groups, condition: str, members: list[RunRecord], final:
             "verdict_full_budget": verdict(diff, final[1] + accs[1]) if seeded else "1 seed"}
 
 
-def loss_of(label: str) -> list[str]:
-    """The loss options a run's label names (``early_learning=3.0``): empty for cross-entropy."""
-    return [part for part in label.split() if part.startswith(tuple(f"{k.split('.')[-1]}=" for k in LOSS_KEYS))]
+def loss_of(run: RunRecord) -> tuple:
+    """The loss options a run trained with, read from its config: empty for cross-entropy."""
+    return tuple(run.config.get(k) for k in LOSS_KEYS) if float(run.config.get("train.early_learning") or 0) else ()
 
 
 def budget_full(groups, condition: str, members: list[RunRecord]) -> list[RunRecord] | None:
@@ -401,7 +401,7 @@ def budget_full(groups, condition: str, members: list[RunRecord]) -> list[RunRec
     budget = [g for (c, label, _), g in groups.items() if c == condition and label.startswith("full epochs=")]
     if not budget or members[0].selector == "full":
         return None
-    budget = [g for g in budget if loss_of(g[0].label) == loss_of(members[0].label)] or budget
+    budget = [g for g in budget if loss_of(g[0]) == loss_of(members[0])] or budget
 
     def cost(group: list[RunRecord]) -> float:
         return statistics.fmean(r.epoch_time * len(r.metrics) for r in group)
