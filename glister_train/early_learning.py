@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from . import distributed
+
 # predictions are kept off 0 and 1, where log(1 - <p, t>) and its gradient blow up
 CLAMP = 1e-4
 
@@ -26,15 +28,25 @@ class EarlyLearningTargets:
         self.weight, self.momentum = weight, momentum
         self.targets = torch.zeros(num_examples, num_classes, device=device)
 
-    def penalty(self, idx: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def penalty(self, idx: torch.Tensor, logits: torch.Tensor, global_size: int | None = None) -> torch.Tensor:
         """Per-example ``weight * log(1 - <p, target>)`` for the examples ``idx``, after moving their targets
-        towards this step's predictions (the update is not differentiated through)."""
+        towards this step's predictions (the update is not differentiated through).
+
+        Under torchrun each rank holds its :func:`distributed.shard` of a global batch of ``global_size``
+        examples, and every rank moves the targets of the whole batch: each keeps all of them, as one process
+        would, since an example's next visit may fall to another rank."""
         p = F.softmax(logits.float(), dim=1).clamp(CLAMP, 1 - CLAMP)
         idx = idx.to(self.targets.device)
         with torch.no_grad():
             q = p / p.sum(1, keepdim=True)
-            self.targets[idx] = self.momentum * self.targets[idx] + (1 - self.momentum) * q
+            self.update(idx, q, global_size or len(idx))
         return self.weight * torch.log(1 - (self.targets[idx] * p).sum(1))
+
+    def update(self, idx: torch.Tensor, q: torch.Tensor, global_size: int) -> None:
+        if distributed.active():  # one gather of (index, prediction) rows, in float64, which holds any index exactly
+            rows = distributed.gather_rows(torch.cat([idx[:, None].double(), q.double()], 1), global_size)
+            idx, q = rows[:, 0].long(), rows[:, 1:].to(q.dtype)
+        self.targets[idx] = self.momentum * self.targets[idx] + (1 - self.momentum) * q
 
     def state_dict(self) -> dict[str, Any]:
         return {"targets": self.targets.cpu()}

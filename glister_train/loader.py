@@ -41,6 +41,7 @@ class Batch:
     weight_total: torch.Tensor  # sum of the weights over the global batch (all ranks)
     ranks: int = 1  # loss = sum(w * loss) * ranks / weight_total: DDP's average then matches one process
     idx: torch.Tensor | None = None  # the examples' indices into the training split (CPU)
+    global_size: int | None = None  # examples in the global batch (all ranks); None: this batch is all of it
 
     def loss(self, losses: torch.Tensor) -> torch.Tensor:
         """The step's loss from per-example losses: weighted, normalized by the global batch's weight, and scaled
@@ -171,7 +172,7 @@ class AdaptiveSubsetLoader:
             yield Batch(x.contiguous(memory_format=self.memory_format),
                         self.train.y[idx].to(self.device, non_blocking=True),
                         sel.weights[pick].to(self.device, non_blocking=True), total.to(self.device), ranks,
-                        sel.indices[pick])
+                        sel.indices[pick], size)
 
     # ------------------------------------------------------------ checkpoints
 

@@ -26,7 +26,7 @@ from .checkpoint import CHECKPOINT, restore, save_checkpoint
 from .config import Config, trained_fraction
 from .data import Splits
 from .early_learning import EarlyLearningTargets
-from .errors import ConfigError, NonFiniteSelection, TrainingDiverged
+from .errors import NonFiniteSelection, TrainingDiverged
 from .evaluate import evaluate
 from .loader import AdaptiveSubsetLoader
 from .loglines import epoch_line, selection_line
@@ -117,9 +117,6 @@ def setup(cfg: Config, splits: Splits, *, checkpoint: dict | None = None, checkp
         if t.capture_epochs else None
     early = None
     if t.early_learning:
-        if distributed.active():  # each rank would update only the targets of its own shard
-            raise ConfigError(f"train.early_learning={t.early_learning}: runs in one process only; set it to 0 "
-                              "under torchrun")
         early = EarlyLearningTargets(len(splits.train), splits.num_classes, t.early_learning,
                                      t.early_learning_momentum, rt.device)
     totals = {"epochs_done": 0, "train_time": 0.0, "select_time": 0.0, "eval_time": 0.0, "best_test_acc": None,
@@ -298,7 +295,7 @@ def train_step(model: nn.Module, batch: Any, opt: torch.optim.Optimizer, rt: Run
     with rt.autocast():
         logits = model(batch.x)
     losses = F.cross_entropy(logits.float(), batch.y, reduction="none")
-    loss = batch.loss(losses if early is None else losses + early.penalty(batch.idx, logits))
+    loss = batch.loss(losses if early is None else losses + early.penalty(batch.idx, logits, batch.global_size))
     if check and not torch.isfinite(loss):
         progress.close()
         raise TrainingDiverged(epoch + 1, step + 1, float(loss.detach()))

@@ -43,7 +43,8 @@ def torchrun(*args: str, script: Path | None = None, check: bool = True) -> subp
 def config_file(tmp_path: Path, data: Path, **sections) -> Path:
     from glister_train import config as C
 
-    cfg = tiny_config(data, train={"epochs": 3}, selection={"selector": "glister", "fraction": 0.5, "select_every": 1},
+    train = {"epochs": 3, **sections.pop("train", {})}
+    cfg = tiny_config(data, train=train, selection={"selector": "glister", "fraction": 0.5, "select_every": 1},
                       **sections)
     path = tmp_path / "cfg.yaml"
     path.write_text(C.to_yaml(cfg))
@@ -80,6 +81,21 @@ def test_two_processes_match_one(npz_dir: Path, tmp_path: Path):
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
         assert mine["test_acc"] == theirs["test_acc"] and mine["subset_size"] == theirs["subset_size"]
     assert json.loads((two / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.integration  # torchrun
+def test_early_learning_in_two_processes_matches_one(npz_dir: Path, tmp_path: Path):
+    """Each rank trains on its share of a batch, but every rank moves the targets of the whole batch: the targets
+    and the weights end as one process leaves them (an example's next visit may fall to the other rank)."""
+    cfg = config_file(tmp_path, npz_dir, train={"epochs": 3, "early_learning": 3.0})
+    assert main(["--config", str(cfg), "--out", str(tmp_path / "one")]) == 0
+    torchrun("--config", str(cfg), "--out", str(tmp_path / "two"))
+    targets = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["early_learning"]["targets"]
+               for run in ("one", "two")]
+    assert (targets[0].sum(1) > 0.5).any()  # some examples were visited twice or more, on either rank
+    assert float((targets[0] - targets[1]).abs().max()) < WEIGHT_TOLERANCE
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < WEIGHT_TOLERANCE
 
 
 @pytest.mark.integration  # torchrun

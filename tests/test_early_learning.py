@@ -74,14 +74,3 @@ def test_resume_with_early_learning_matches_an_uninterrupted_run(npz_dir: Path, 
 def test_bad_early_learning_settings_are_named(key, value):
     with pytest.raises(ConfigError, match=f"train.{key}"):
         C.validate(C.merge(C.Config(), {"train": {key: value}}))
-
-
-def test_early_learning_under_torchrun_is_refused_before_anything_is_written(npz_dir: Path, tmp_path: Path, monkeypatch):
-    from glister_train import distributed
-    from glister_train.data import load_splits
-    from glister_train.train import setup
-
-    cfg = tiny_config(npz_dir, train={"early_learning": 3.0})
-    monkeypatch.setattr(distributed, "active", lambda: True)
-    with pytest.raises(ConfigError, match="train.early_learning=3.0: runs in one process only"):
-        setup(cfg, load_splits(cfg.data), log=quiet)
