@@ -277,6 +277,19 @@ def test_glister_trains_on_a_gpu(npz_dir: Path, tmp_path: Path):
     assert summary["status"] == "completed" and summary["provenance"]["device"].startswith("cuda")
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_default_with_early_learning_trains_on_a_gpu(npz_dir: Path, tmp_path: Path):
+    """The default watching the training pass on the GPU (its records stay there) with the early-learning targets
+    there too, under bf16 autocast where supported: the targets reach the checkpoint, finite and visited."""
+    cfg = tiny_config(npz_dir, runtime={"device": "cuda", "precision": "auto"}, train={"early_learning": 1.0},
+                      selection={"selector": "filtered-random", "fraction": 0.5, "select_every": 1})
+    summary = train_run(cfg, tmp_path / "gpu", log=lambda _: None)
+    assert summary["status"] == "completed" and summary["provenance"]["device"].startswith("cuda")
+    targets = torch.load(tmp_path / "gpu" / "checkpoint.pt", weights_only=True)["early_learning"]["targets"]
+    assert torch.isfinite(targets).all() and (targets.sum(1) > 0).any()
+
+
 def test_the_default_ranks_its_own_pass_where_the_loop_cannot_show_it_training(npz_dir: Path, tmp_path: Path):
     """Under torch.compile (as under torchrun) the hook on the last layer does not run: the default then runs the
     pool through the model at each selection instead of watching the training pass, and still trains."""
