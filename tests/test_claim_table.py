@@ -48,3 +48,16 @@ def test_rows_name_what_a_run_ran_old_folders_and_new_alike():
     assert claim_table.method(greedy) == claim_table.GLISTER
     assert claim_table.method({"selection": {"selector": "adaptive-random", "select_every": 1}}) == \
         "adaptive random, R = 1"
+
+
+def test_early_learning_rows_are_named_by_their_weight():
+    default = {"selection": {"selector": "filtered-random", "class_budget": "val_share", "ignore_below": 0.2}}
+    balanced = {"selection": {"selector": "adaptive-random", "select_every": 1, "class_budget": "val_share"}}
+    for weight in claim_table.EARLY_WEIGHTS:
+        train = {"train": {"early_learning": float(weight), "early_learning_momentum": 0.7}}
+        assert claim_table.method({**default, **train}) == claim_table.EARLY[weight]
+        assert claim_table.method({**balanced, **train}) == claim_table.BALANCED_EARLY[weight]
+        assert claim_table.SHOWN_AS[claim_table.EARLY[weight]] == f"filtered-random + early learning {weight}"
+    # cross-entropy, written with the key or without it, is the default's own row
+    assert claim_table.method({**default, "train": {"early_learning": 0.0}}) == claim_table.DEFAULT
+    assert set(claim_table.EARLY.values()) <= set(claim_table.HEADLINE)
