@@ -149,6 +149,7 @@ def main() -> None:
         "data": {"data_dir": args.data_dir, "noise_kind": args.noise_kind, "label_noise": args.label_noise,
                  "val_noise": args.val_noise},
         "selection": {"selector": "full"}, "runtime": {"threads": args.threads, "precision": "fp32"},
+        "train": {"early_learning": 0.0},  # the models whose rankings are committed trained on cross-entropy
         "run": {"tracker": "none", "progress": "none"}}))
     splits = load_splits(base.data)
     results: dict[str, dict] = {}

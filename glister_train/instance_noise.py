@@ -64,7 +64,8 @@ def reference_recipe(noise_seed: int):
     from . import config as C
 
     return C.validate(C.merge(C.load_preset("cpu-long"), {
-        "selection": {"selector": "full"}, "train": {"epochs": REFERENCE_EPOCHS},
+        # cross-entropy, as the cached reference models were trained (the recipe names their cache folder)
+        "selection": {"selector": "full"}, "train": {"epochs": REFERENCE_EPOCHS, "early_learning": 0.0},
         "runtime": {"threads": torch.get_num_threads()},  # the caller's: a sweep's single-thread runs stay single
         "run": {"seed": noise_seed, "tracker": "none", "progress": "none"}}))
 

@@ -128,7 +128,8 @@ def label_runs(runs: list[RunRecord]) -> None:
     only compared within one. A selection key that differs goes into the
     *label* (``adaptive-random select_every=1``, ``filtered-random rank_by=margin``) where it is not the default
     (``select_every`` always, when it differs: both of random's schedules are named); other selectors are named
-    by their schedule only. The loss (``LOSS_KEYS``) goes into the label too, for every selector.
+    by their schedule only. The loss (``LOSS_KEYS``), where it differs between the runs, goes into the label of
+    those that add one to cross-entropy, for every selector.
     """
     keys = sorted({k for r in runs for k in r.config if not k.startswith(NOT_A_SETTING)})
     subset_runs = [r for r in runs if r.selector != "full"] or runs
@@ -150,7 +151,7 @@ def label_runs(runs: list[RunRecord]) -> None:
             and (run.config.get(k) != mine.get(k) or k == "selection.select_every")]
         if run.selector == "full" and "train.epochs" not in varying and trained_epochs(run) != epochs:
             parts = [f"epochs={trained_epochs(run)}"]
-        if loss_of(run):
+        if loss_of(run) and any(k in varying for k in LOSS_KEYS):  # a loss every run shares names none of them
             parts += [f"{k.split('.')[-1]}={run.config[k]}" for k in LOSS_KEYS if run.config.get(k) != mine.get(k)]
         run.label = " ".join([run.selector, *parts])
         run.headline = all(part.startswith(("select_every=", "class_budget=", "epochs=")) for part in parts)

@@ -53,11 +53,23 @@ def test_rows_name_what_a_run_ran_old_folders_and_new_alike():
 def test_early_learning_rows_are_named_by_their_weight():
     default = {"selection": {"selector": "filtered-random", "class_budget": "val_share", "ignore_below": 0.2}}
     balanced = {"selection": {"selector": "adaptive-random", "select_every": 1, "class_budget": "val_share"}}
+    budget_full = {"selection": {"selector": "full"}}
     for weight in claim_table.EARLY_WEIGHTS:
-        train = {"train": {"early_learning": float(weight), "early_learning_momentum": 0.7}}
-        assert claim_table.method({**default, **train}) == claim_table.EARLY[weight]
-        assert claim_table.method({**balanced, **train}) == claim_table.BALANCED_EARLY[weight]
-        assert claim_table.SHOWN_AS[claim_table.EARLY[weight]] == f"filtered-random + early learning {weight}"
-    # cross-entropy, written with the key or without it, is the default's own row
+        train = {"early_learning": float(weight), "early_learning_momentum": 0.7}
+        assert claim_table.method({**default, "train": train}) == claim_table.EARLY[weight]
+        assert claim_table.method({**balanced, "train": train}) == claim_table.BALANCED_EARLY[weight]
+        assert claim_table.method({**budget_full, "train": {**train, "budget_fraction": 0.3}}) == \
+            claim_table.FULL_BUDGET_EARLY[weight]
+        assert claim_table.SHOWN_AS[claim_table.EARLY[weight]].startswith(f"filtered-random + early learning {weight}")
+    # cross-entropy, written with the key or without it, is the default selector's own row
     assert claim_table.method({**default, "train": {"early_learning": 0.0}}) == claim_table.DEFAULT
-    assert set(claim_table.EARLY.values()) <= set(claim_table.HEADLINE)
+    assert claim_table.method(default) == claim_table.DEFAULT
+    assert {*claim_table.EARLY.values(), *claim_table.BALANCED_EARLY.values()} <= set(claim_table.HEADLINE)
+
+
+def test_the_row_marked_default_is_what_the_shipped_configuration_runs():
+    from glister_train.config import load_preset, to_dict, validate
+
+    shipped = claim_table.method(to_dict(validate(load_preset("cpu-long"))))  # as a run's config.yaml holds it
+    assert shipped == claim_table.SHIPPED
+    assert [row for row, shown in claim_table.SHOWN_AS.items() if "(default)" in shown] == [shipped]

@@ -34,6 +34,32 @@ def test_every_sweep_point_resolves_to_a_valid_config(path: Path):
         resolve(*argv[: argv.index("--out")])
 
 
+def test_sweep_files_still_train_the_loss_of_their_committed_runs():
+    """A sweep file reproduces the runs committed from it: changing the shipped loss (configs/base.yaml) must not
+    change what a sweep of cross-entropy runs trains."""
+    import re
+
+    from glister_train import sweep
+
+    results = Path(__file__).resolve().parents[1] / "experiments" / "results"
+    compared = 0
+    for path in SWEEP_FILES:
+        out = re.search(r"--out runs/(\S+)", path.read_text())
+        folders = [f for f in results.glob(f"*/run_files/{out.group(1)}") if f.is_dir()] if out else []
+        todo, grid = sweep.points(path)
+        for folder in folders:
+            for point in todo:
+                saved = folder / sweep.run_name(point) / "config.yaml"
+                if not saved.is_file():
+                    continue
+                argv = sweep.command(point, grid, Path("run"), 1, [])[3:]
+                cfg = resolve(*argv[: argv.index("--out")])
+                ran = yaml.safe_load(saved.read_text()).get("train", {})
+                assert cfg.train.early_learning == ran.get("early_learning", 0.0), (path.name, saved.parent.name)
+                compared += 1
+    assert compared >= 20  # the committed runs of several sweep files, cross-entropy and early learning
+
+
 def test_yaml_round_trip(tmp_path: Path):
     cfg = resolve("--preset", "smoke", "--fraction", "0.3", "--set", "train.weight_decay=1e-4")
     (tmp_path / "config.yaml").write_text(C.to_yaml(cfg))

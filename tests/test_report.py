@@ -205,6 +205,21 @@ def test_early_learning_names_a_method_in_the_condition_of_its_data_and_is_compa
     assert elr["vs_adaptive_random"] == pytest.approx(0.66 - 0.6)
 
 
+def test_a_loss_every_run_shares_names_none_of_them():
+    """The shipped configuration trains with early learning: a report of such runs alone reads as one of
+    cross-entropy runs does (full data is the ceiling, labels carry no loss)."""
+    from glister_train.report import table
+
+    elr = {"selection.select_every": 1, "train.early_learning": 1.0}
+    runs = [_hand_run("full", 0, [2, 2], [0.5, 0.7], **elr),
+            _hand_run("adaptive-random", 0, [1, 1], [0.5, 0.6], **elr),
+            _hand_run("filtered-random", 0, [1, 1], [0.5, 0.66], **elr)]
+    rows = {r["label"]: r for r in table(runs)}
+    assert set(rows) == {"full", "adaptive-random", "filtered-random"}
+    assert rows["full"]["vs_full"] == pytest.approx(0.0)
+    assert rows["filtered-random"]["vs_full"] == pytest.approx(0.66 - 0.7)
+
+
 def test_full_data_on_the_budget_is_paired_with_runs_of_its_own_loss():
     from glister_train.report import table
 
