@@ -221,6 +221,14 @@ def headline(cells: dict) -> str:
     return "\n".join([*lines, "", *textwrap.wrap(note, 110)])
 
 
+def changed_from(row: str, earlier: bool) -> str:
+    """The row an ablation row is measured against: a baseline with early learning against itself without it, the
+    levers tried on the earlier default against it, every other row (GLISTER's too) against the default."""
+    if " + early_learning" in row and not row.startswith(DEFAULT):
+        return row.split(" + early_learning")[0]
+    return EARLIER_DEFAULT if earlier else DEFAULT
+
+
 def ablation(cells: dict) -> str:
     """Every other row against the default it changed in the same condition (the earlier default, acting on every
     estimate, for the levers tried on top of it; a baseline with early learning, against itself without it): the
@@ -233,9 +241,7 @@ def ablation(cells: dict) -> str:
     for row in rows:
         for cond, seeds in sorted(cells[row].items(), key=lambda item: order.index(item[0])):
             earlier = row.startswith(EARLIER_DEFAULT + " + ")
-            # a baseline with another loss is compared with itself without it; every other row with the default
-            own = row.split(" + early_learning")[0] if not row.startswith(DEFAULT) else None
-            base = cells.get(own or (EARLIER_DEFAULT if earlier else DEFAULT), {}).get(cond, {})
+            base = cells.get(changed_from(row, earlier), {}).get(cond, {})
             same = [s for s in seeds if s in base]  # paired: the seeds both ran
             delta = statistics.fmean(seeds[s]["test_acc"] - base[s]["test_acc"] for s in same) if same else math.nan
             wrong = [v["wrong_late"] for v in seeds.values() if v["wrong_late"] is not None]

@@ -73,3 +73,12 @@ def test_the_row_marked_default_is_what_the_shipped_configuration_runs():
     shipped = claim_table.method(to_dict(validate(load_preset("cpu-long"))))  # as a run's config.yaml holds it
     assert shipped == claim_table.SHIPPED
     assert [row for row, shown in claim_table.SHOWN_AS.items() if "(default)" in shown] == [shipped]
+
+
+def test_ablation_rows_are_measured_against_the_row_they_changed():
+    assert claim_table.changed_from("GLISTER + sampling: soft", earlier=False) == claim_table.DEFAULT
+    assert claim_table.changed_from(claim_table.EARLY[1], earlier=False) == claim_table.DEFAULT
+    assert claim_table.changed_from(claim_table.BALANCED_EARLY[1], earlier=False) == f"{claim_table.BALANCED}, R = 1"
+    assert claim_table.changed_from(claim_table.FULL_BUDGET_EARLY[3], earlier=False) == claim_table.FULL_BUDGET
+    assert claim_table.changed_from(f"{claim_table.EARLIER_DEFAULT} + rank_by: margin (retired)", earlier=True) == \
+        claim_table.EARLIER_DEFAULT
