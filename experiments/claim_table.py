@@ -225,9 +225,15 @@ def headline(cells: dict) -> str:
 def changed_from(row: str, earlier: bool) -> str:
     """The row an ablation row is measured against: a baseline with early learning against itself without it, the
     levers tried on the earlier default against it, every other row (GLISTER's too) against the default."""
-    if " + early_learning" in row and not row.startswith(DEFAULT):
-        return row.split(" + early_learning")[0]
+    if not row.startswith(DEFAULT) and without_loss(row) != row:
+        return without_loss(row)
     return EARLIER_DEFAULT if earlier else DEFAULT
+
+
+def without_loss(row: str) -> str:
+    """``row`` trained on cross-entropy: the name less the loss options ``method`` appends last."""
+    cuts = [row.find(f" + {k}: ") for k in LOSS_OPTIONS if f" + {k}: " in row]
+    return row[: min(cuts)] if cuts else row
 
 
 def ablation(cells: dict) -> str:

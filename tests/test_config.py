@@ -23,6 +23,14 @@ def test_every_config_file_loads_and_validates(path: Path):
     C.validate(C.merge(C.load_preset("base"), C.read_yaml(path), path.name))
 
 
+def resolve_sweep_point(point: dict, grid: dict) -> C.Config:
+    """The config the sweep's command line for ``point`` trains with."""
+    from glister_train import sweep
+
+    argv = sweep.command(point, grid, Path("run"), 1, [])[3:]  # drop `python -m glister_train`
+    return resolve(*argv[: argv.index("--out")])
+
+
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_every_sweep_point_resolves_to_a_valid_config(path: Path):
     from glister_train import sweep
@@ -30,8 +38,7 @@ def test_every_sweep_point_resolves_to_a_valid_config(path: Path):
     todo, grid = sweep.points(path)
     assert todo
     for point in todo:
-        argv = sweep.command(point, grid, Path("run"), 1, [])[3:]  # drop `python -m glister_train`
-        resolve(*argv[: argv.index("--out")])
+        resolve_sweep_point(point, grid)
 
 
 def test_sweep_files_still_train_the_loss_of_their_committed_runs():
@@ -52,8 +59,7 @@ def test_sweep_files_still_train_the_loss_of_their_committed_runs():
                 saved = folder / sweep.run_name(point) / "config.yaml"
                 if not saved.is_file():
                     continue
-                argv = sweep.command(point, grid, Path("run"), 1, [])[3:]
-                cfg = resolve(*argv[: argv.index("--out")])
+                cfg = resolve_sweep_point(point, grid)
                 ran = yaml.safe_load(saved.read_text()).get("train", {})
                 assert cfg.train.early_learning == ran.get("early_learning", 0.0), (path.name, saved.parent.name)
                 compared += 1
