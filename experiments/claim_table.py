@@ -66,7 +66,7 @@ SHIPPED = EARLY[1]
 HEADLINE = (FULL, FULL_BUDGET, RANDOM, BALANCED, GLISTER, DEFAULT,
             *(row for w in EARLY_WEIGHTS for row in (FULL_BUDGET_EARLY[w], BALANCED_EARLY[w], EARLY[w])))
 SHOWN_AS = {DEFAULT: "filtered-random, cross-entropy",
-            # the shipped row's weight is in the note under the table (the row stays within 130 characters)
+            # the shipped row's weight is in the note under the table
             **{row: "filtered-random + early learning (default)" if row == SHIPPED else f"filtered-random + early learning {w}"
                for w, row in EARLY.items()},
             **{row: f"class-balanced random + early learning {w}" for w, row in BALANCED_EARLY.items()},
@@ -191,23 +191,24 @@ def best_schedule(cells: dict, cond: str, method: str) -> str | None:
     return max(rows, key=lambda r: statistics.fmean(v["val_acc"] for v in cells[r][cond].values()), default=None)
 
 
-def summary(seeds: dict[int, dict[str, Any]] | None, full: int | None = None) -> str:
-    """``mean ± std (n)`` of the test accuracies, the seed count left out when it is ``full``; one seed is shown
-    alone, as a screening."""
+def summary(seeds: dict[int, dict[str, Any]] | None, full: int | None = None, pm: str = " ± ") -> str:
+    """``mean ± std (n)`` of the test accuracies (``pm`` between the two), the seed count left out when it is
+    ``full``; one seed is shown alone, as a screening."""
     if not seeds:
         return "-"
     values = [v["test_acc"] for v in seeds.values()]
     count = "" if len(values) == full else f" ({len(values)})"
     if len(values) == 1:
         return f"{values[0]:.2f}{count}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}{count}"
+    return f"{statistics.fmean(values):.2f}{pm}{statistics.stdev(values):.2f}{count}"
 
 
 def headline(cells: dict) -> str:
     lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     chosen = {m: {c: best_schedule(cells, c, m) for c in COLUMNS} for m in (RANDOM, BALANCED)}
     for row in HEADLINE:
-        values = [summary(cells.get(chosen[row][c] if row in chosen else row, {}).get(c), full=3)
+        # "±" unspaced: six columns of mean±std stay within 130 characters a row
+        values = [summary(cells.get(chosen[row][c] if row in chosen else row, {}).get(c), full=3, pm="±")
                   if row not in chosen or chosen[row][c] else "-" for c in COLUMNS]
         if row in SHOWN_AS and all(v == "-" for v in values):
             continue
