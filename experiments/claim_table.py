@@ -226,8 +226,9 @@ def headline(cells: dict) -> str:
 def changed_from(row: str, earlier: bool) -> str:
     """The row an ablation row is measured against: a baseline with early learning against itself without it, the
     levers tried on the earlier default against it, every other row (GLISTER's too) against the default."""
-    if not row.startswith(DEFAULT) and without_loss(row) != row:
-        return without_loss(row)
+    cross_entropy = without_loss(row)
+    if not row.startswith(DEFAULT) and cross_entropy != row:
+        return cross_entropy
     return EARLIER_DEFAULT if earlier else DEFAULT
 
 
