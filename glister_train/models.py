@@ -152,7 +152,7 @@ def _widths(channels: dict[str, int] | None, known: list[str], model: str) -> di
 
 def conv_widths(model: nn.Module) -> dict[str, int]:
     """Output channels of every conv layer, by name: the ``channels`` entry of a pruned model's arch."""
-    return {name: m.out_channels for name, m in _unwrap(model).named_modules() if isinstance(m, nn.Conv2d)}
+    return {name: m.out_channels for name, m in unwrap(model).named_modules() if isinstance(m, nn.Conv2d)}
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": ResNet18, "tiny": TinyNet}
@@ -171,7 +171,7 @@ def build(arch: dict[str, Any]) -> nn.Module:
 
 
 def save_model(path: str | Path, model: nn.Module, arch: dict[str, Any]) -> None:
-    state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
     atomic_torch_save({"arch": dict(arch), "state_dict": state}, path)
 
 
@@ -204,7 +204,7 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, 
     return model, blob["arch"]
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     # torch.compile and DDP wrap the module; the saved weights are the inner module's
     return getattr(model, "_orig_mod", getattr(model, "module", model))
 
@@ -212,7 +212,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def last_layer_parts(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear]:
     """(features function, final linear layer) of a model with ``embed`` and ``fc`` (unwrapping DDP and
     torch.compile): what a selector reads the penultimate features and logits from."""
-    model = getattr(model, "_orig_mod", getattr(model, "module", model))
+    model = unwrap(model)
     if not hasattr(model, "embed") or not isinstance(getattr(model, "fc", None), nn.Linear):
         raise TypeError(f"{type(model).__name__} has no embed()/fc: selection needs the penultimate features and the "
                         "final nn.Linear (wrap other models with glister_train.compat.cords)")

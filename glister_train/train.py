@@ -49,7 +49,8 @@ def selector_for(cfg: Config, splits: Splits, runtime: Runtime) -> SubsetSelecto
     """The configured selector with its options, for this run's data and runtime."""
     env = Environment(mean=splits.mean, std=splits.std, device=runtime.device, precision=runtime.precision,
                       channels_last=runtime.channels_last, batch_size=runtime.eval_batch(cfg.train.eval_batch_size),
-                      lr=cfg.train.lr, training_visible=not (distributed.active() or cfg.runtime.compile))
+                      lr=cfg.train.lr, train_batch_size=cfg.train.batch_size,
+                      training_visible=not (distributed.active() or cfg.runtime.compile))
     return make_selector(cfg.selection.selector, cfg.selection.options, env, len(splits.train))
 
 

@@ -12,9 +12,11 @@ from .filtered_random import FilteredRandomSelector
 from .full import FullSelector
 from .glister import GlisterSelector
 from .random import AdaptiveRandomSelector, RandomSelector
+from .reducible_loss import ReducibleLossSelector
 
 SELECTORS: dict[str, type] = {s.name: s for s in (
-    FullSelector, RandomSelector, AdaptiveRandomSelector, FilteredRandomSelector, GlisterSelector)}
+    FullSelector, RandomSelector, AdaptiveRandomSelector, FilteredRandomSelector, GlisterSelector,
+    ReducibleLossSelector)}
 assert tuple(SELECTORS) == SELECTOR_NAMES, "a new selector: add its name to glister_train/choices.py (the config's choices)"
 
 
@@ -37,4 +39,4 @@ def make_selector(name: str, options: Mapping[str, Any] | None = None, env: Envi
 
 __all__ = ["Environment", "Selection", "SubsetSelector", "budget_for", "make_selector", "selector_options",
            "SELECTORS", "FullSelector", "RandomSelector", "AdaptiveRandomSelector", "FilteredRandomSelector",
-           "GlisterSelector"]
+           "GlisterSelector", "ReducibleLossSelector"]

@@ -50,6 +50,7 @@ class Environment:
     channels_last: bool = False
     batch_size: int = 64  # of its forward passes
     lr: float = 0.01  # the run's initial learning rate (GLISTER's lookahead step defaults to it)
+    train_batch_size: int = 128  # the run's training batch (reducible-loss trains its trusted model with it)
     # the loop can show it every training example's logits as they are trained on: one process, eager (under
     # torchrun each rank sees its share; under torch.compile the hook on the last layer does not run)
     training_visible: bool = True
