@@ -124,7 +124,7 @@ class ReducibleLossSelector:
             self.irreducible = label_losses(trusted, train, self.env)
             stats["select_trusted_val_loss"] = float(label_losses(trusted, val, self.env).mean())
             stats["select_trusted_time"] = time.perf_counter() - start
-        cache = {"yv": val.y.cpu()}
+        cache = {"yv": val.y.cpu(), "irreducible": self.irreducible}
         if not self.observes_training:
             cache["loss"] = label_losses(model, train, self.env)
         selection = self.redraw(cache, train, budget, generator=generator)
@@ -137,7 +137,8 @@ class ReducibleLossSelector:
         n, num_classes = len(y), int(max(int(y.max()), int(yv.max()))) + 1
         quotas = class_quotas(y, budget, num_classes, "val_share", yv)
         loss, seen = self.training_losses(cache, n)
-        reducible = loss - self.irreducible
+        irreducible = cache["irreducible"]
+        reducible = loss - irreducible
         keys = torch.zeros(n)
         if seen.any():
             keys = sampling_keys(reducible, y, num_classes, temperature if temperature > 0 else 1.0)
@@ -146,9 +147,12 @@ class ReducibleLossSelector:
             order = top_within_quotas(keys, y, quotas, int(quotas.sum()))
         else:
             order = draw(keys, y, quotas, generator)
+        chosen = torch.zeros(n, dtype=torch.bool)
+        chosen[order] = True
+        chosen_seen = chosen & seen  # an example without a training loss has no reducible loss yet
         return Selection.uniform(torch.sort(order).values, cache, select_seen_share=float(seen.float().mean()),
-                                 select_reducible_mean=float(reducible[order].mean()),
-                                 select_irreducible_mean=float(self.irreducible[order].mean()))
+                                 select_reducible_mean=float(reducible[chosen_seen].mean()) if chosen_seen.any() else 0.0,
+                                 select_irreducible_mean=float(irreducible[order].mean()))
 
     def training_losses(self, cache: dict[str, torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(each example's training loss, which have one): from the selection's own pass, or the records."""
