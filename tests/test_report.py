@@ -48,8 +48,8 @@ def test_report_reads_an_mlflow_store_like_the_run_folders(npz_dir: Path, tmp_pa
     for selector, fraction in (("full", 1.0), ("glister", 0.5)):
         cfg = tiny_config(npz_dir, selection={"selector": selector, "fraction": fraction},
                           run={"tracker": "mlflow", "tracking_uri": uri, "experiment_name": "fractions",
-                               # the store must be complete to compare: on a loaded machine delivering the model
-                               # artifact took longer than the shipped 10 s a run waits for its tracker
+                               # the store must be complete to compare: on a loaded machine the store and the
+                               # model artifact took longer than the shipped 10 s a run waits for its tracker
                                "tracking_timeout": 300})
         train_run(cfg, tmp_path / selector, log=lambda _: None)
     from_store = table(mlflow_runs(uri, "fractions"))

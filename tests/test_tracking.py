@@ -22,8 +22,10 @@ def quiet(_line: str) -> None:
 def test_mlflow_run_reads_back_params_metrics_and_model(npz_dir: Path, tmp_path: Path):
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # a generous wait at the end (run.tracking_timeout): on a loaded machine the store and the model artifact took
+    # longer than the shipped 10 s, and this test reads back everything
     cfg = tiny_config(npz_dir, run={"tracker": "mlflow", "tracking_uri": uri, "experiment_name": "exp",
-                                    "run_name": "tiny"})
+                                    "run_name": "tiny", "tracking_timeout": 300})
     summary = train_run(cfg, tmp_path / "run", log=quiet)
     assert summary["status"] == "completed" and "tracking" in summary and summary["tracking"][0]["delivered"]
 
