@@ -47,7 +47,7 @@ class ReducibleLossOptions:
 def train_on_trusted(model: nn.Module, val: ImageData, env: Environment, epochs: int,
                      generator: torch.Generator) -> nn.Module:
     """A fresh copy of ``model``'s architecture trained on ``val`` alone: SGD with Nesterov momentum, a cosine
-    schedule, the run's augmentation; seeded from ``generator``, the global RNG left as it was."""
+    schedule, random crops and flips; seeded from ``generator``, the global RNG left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         trusted = copy.deepcopy(unwrap(model))
@@ -134,7 +134,7 @@ class ReducibleLossSelector:
     def redraw(self, cache: dict[str, torch.Tensor], train: ImageData, budget: int, *,
                generator: torch.Generator) -> Selection:
         y, yv, temperature = train.y.cpu(), cache["yv"], self.options.temperature
-        n, num_classes = len(y), int(max(int(y.max()), int(yv.max()))) + 1
+        n, num_classes = len(y), max(int(y.max()), int(yv.max())) + 1
         quotas = class_quotas(y, budget, num_classes, "val_share", yv)
         loss, seen = self.training_losses(cache, n)
         irreducible = cache["irreducible"]
