@@ -57,13 +57,16 @@ def test_run_folder_contents(npz_dir: Path, tmp_path: Path):
 
 SOFT_REDRAW = {"selector": "glister", "sampling": "soft", "select_every": 2}
 FROM_TRAINING = {"selector": "filtered-random", "select_every": 2}
+# its trusted model's losses, the training pass's records and the cache all have to survive the interruption
+REDUCIBLE = {"selector": "reducible-loss", "select_every": 2, "trusted_epochs": 2}
 
 
 MATCHED_WARM = {"select_every": 2, "kappa": 0.6, "kappa_matched": True}  # 5 epochs: 0-1 full, 2 skipped, then 0.5
 
 
-@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING, MATCHED_WARM],
-                         ids=["adaptive-random", "glister-soft-redraw", "filtered-random", "matched-warm-start"])
+@pytest.mark.parametrize("selection", [{"select_every": 2}, SOFT_REDRAW, FROM_TRAINING, MATCHED_WARM, REDUCIBLE],
+                         ids=["adaptive-random", "glister-soft-redraw", "filtered-random", "matched-warm-start",
+                              "reducible-loss"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(npz_dir: Path, tmp_path: Path, selection):
     cfg = tiny_config(npz_dir, train={"epochs": 5}, selection=selection)
     full = train_run(cfg, tmp_path / "full", log=quiet)
