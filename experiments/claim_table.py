@@ -33,9 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glister_train.config import TrainConfig  # noqa: E402
 from glister_train.report import LOSS_KEYS  # noqa: E402
 from glister_train.retired import logged_drop_shares, translate  # noqa: E402
-from glister_train.selection.filtered_random import FilteredRandomOptions  # noqa: E402
-from glister_train.selection.glister import GlisterOptions  # noqa: E402
-from glister_train.selection.reducible_loss import ReducibleLossOptions  # noqa: E402
+from glister_train.selection import SELECTORS  # noqa: E402
 
 SMALL_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
 # (column, label noise, noise kind, fraction, class imbalance, labels from a file, wrong share of the trusted labels)
@@ -75,11 +73,10 @@ SHOWN_AS = {DEFAULT: "filtered-random, cross-entropy",
 # training options that change the loss (report's), with their defaults: a run that sets one is its own row
 LOSS_OPTIONS = {k.split(".")[-1]: getattr(TrainConfig, k.split(".")[-1]) for k in LOSS_KEYS}
 # the options a method is named by when they hold their defaults (anything else is an ablation row)
-DEFAULTS = {"filtered-random": dataclasses.asdict(FilteredRandomOptions()), "glister": dataclasses.asdict(GlisterOptions()),
-            "reducible-loss": dataclasses.asdict(ReducibleLossOptions())}
+DEFAULTS = {name: dataclasses.asdict(SELECTORS[name].Options()) for name in ("filtered-random", "glister", "reducible-loss")}
 # GLISTER's committed runs ran with the validation set's class mix, but for one seed with the pool's (the sweep did
 # not pin the quotas); both are GLISTER as published otherwise, so they share its row, with a note
-IGNORED_IN_NAME = {"glister": ("class_budget",), "filtered-random": (), "reducible-loss": ()}
+IGNORED_IN_NAME = {"glister": ("class_budget",)}
 # the default before it read an estimate below 20% as 0: the ablation compares the runs that changed it with it
 EARLIER_DEFAULT = f"{DEFAULT} + ignore_below: 0.0"
 # on clean data with a stratified validation set the two class mixes give equal quotas and so the same subsets: the

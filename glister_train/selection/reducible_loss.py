@@ -147,11 +147,9 @@ class ReducibleLossSelector:
             order = top_within_quotas(keys, y, quotas, int(quotas.sum()))
         else:
             order = draw(keys, y, quotas, generator)
-        chosen = torch.zeros(n, dtype=torch.bool)
-        chosen[order] = True
-        chosen_seen = chosen & seen  # an example without a training loss has no reducible loss yet
+        scored = order[seen[order]]  # an example without a training loss has no reducible loss yet
         return Selection.uniform(torch.sort(order).values, cache, select_seen_share=float(seen.float().mean()),
-                                 select_reducible_mean=float(reducible[chosen_seen].mean()) if chosen_seen.any() else 0.0,
+                                 select_reducible_mean=float(reducible[scored].mean()) if len(scored) else 0.0,
                                  select_irreducible_mean=float(irreducible[order].mean()))
 
     def training_losses(self, cache: dict[str, torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
