@@ -47,6 +47,8 @@ CONDITIONS = (("clean 30%", 0.0, "symmetric", 0.3, 1.0, False, 0.0), ("clean 10%
 COLUMNS = ("clean 30%", "sym. noise", "pair noise", "instance 40%", "instance 20%", "10x skew")  # all at 30%
 FULL, FULL_BUDGET = "full data, 45 epochs", "full data, 14 epochs"
 RANDOM, BALANCED = "adaptive random", "class-balanced random"
+# adaptive random in the pool's class mix, then the validation set's (retired): measured against class-balanced random
+DEFERRED = "deferred-balanced random"
 # the default selector on cross-entropy (the ablation's base); the default as shipped adds early learning at weight 1
 GLISTER, DEFAULT = "GLISTER", "filtered-random"
 # early-learning regularization (train.early_learning; configs/base.yaml sets 1) at the weights measured: 1 and the
@@ -99,6 +101,9 @@ def method(cfg: dict[str, Any], drop_shares: list[float] | None = None) -> str:
         epochs = TrainConfig(epochs=train.get("epochs", 45), budget_fraction=train.get("budget_fraction", 1.0)).scheduled_epochs
         return (FULL if epochs == 45 else FULL_BUDGET if epochs == 14 else f"full data, {epochs} epochs") + loss
     if selector == "adaptive-random":
+        if retired.get("class_budget") == "deferred":
+            return (f"{DEFERRED}, R = {s.get('select_every', 20)}, from {retired['balance_from']:.0%} of the epochs "
+                    "(retired)" + loss)
         if s.get("class_budget", "none") == "val_share":
             return f"{BALANCED}, R = {s.get('select_every', 20)}" + loss
         return f"{RANDOM}, R = {s.get('select_every', 20)}" + "".join(f", {x}" for x in schedule) + loss
@@ -224,8 +229,11 @@ def headline(cells: dict) -> str:
 
 def changed_from(row: str, earlier: bool) -> str:
     """The row an ablation row is measured against: a baseline with early learning against itself without it, the
-    levers tried on the earlier default against it, every other row (GLISTER's too) against the default."""
+    levers tried on the earlier default against it, a retired class mix of adaptive random against class-balanced
+    random at the same R with the same loss, every other row (GLISTER's too) against the default."""
     cross_entropy = without_loss(row)
+    if row.startswith(DEFERRED):
+        return f"{BALANCED}, R = {cross_entropy.split(', R = ')[1].split(',')[0]}{row[len(cross_entropy):]}"
     if not row.startswith(DEFAULT) and cross_entropy != row:
         return cross_entropy
     return EARLIER_DEFAULT if earlier else DEFAULT

@@ -115,8 +115,6 @@ class AdaptiveSubsetLoader:
         """Choose a new subset if the schedule says so; returns it (with ``select_time`` in its stats) or None."""
         start = time.perf_counter()
         scored = self.due(epoch)
-        if hasattr(self.selector, "set_epoch") and (scored or self.redraw_due(epoch)):
-            self.selector.set_epoch(epoch, self.epochs)
         if scored:
             selector = self.selector
             if epoch == 0 and self.random_start and self.selector.reselects:

@@ -97,6 +97,8 @@ def run_config(path: Path, metrics: list[dict[str, Any]] | None = None) -> dict[
 
     raw, retired = translate(read_yaml(path), logged_drop_shares(metrics))
     cfg = flatten(validate(merge(Config(), raw, str(path))))
+    for key in retired:  # a retired value of an option kept: the value read in its place is not what the run ran
+        cfg.pop(f"selection.{key}", None)
     return {**cfg, **{f"selection.{k} (retired)": v for k, v in retired.items()}}
 
 

@@ -3,7 +3,8 @@
 Before the selectors owned their options (commit 046875f and earlier) one ``glister`` selector read 26 keys;
 ``sampling: soft`` with ``temperature: .inf`` was in truth the validation-calibrated filter that is
 ``filtered-random`` now. Since then a few of a selector's own options were screened, lost and were removed
-(:data:`DROPPED_OPTIONS`; their rows stay in the selector's ablation table).
+(:data:`DROPPED_OPTIONS`, and one value of a kept option, :data:`DROPPED_VALUES`; their rows stay in the
+ablation tables).
 :func:`translate` maps such a config onto the current selectors and names every retired lever that was switched
 on, so that ``report`` and ``experiments/claim_table.py`` label those runs for what they ran. Such a folder is not
 resumed (:func:`config.load_file` refuses it with a one-line message), unless its retired options were all off:
@@ -28,6 +29,7 @@ OLD_KEYS: dict[str, Any] = {
 }
 # a selector's own options removed after the split, each with the value that ran what the selector does now
 DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
+    "adaptive-random": {"balance_from": None},  # where the deferred class mix turned (DROPPED_VALUES)
     "filtered-random": {
         "min_drop_share": 0.0,  # set aside at least a share: lost under instance noise
         "agreement_mix": "pool",  # the agreement in the validation set's class mix: tied under the 10x imbalance
@@ -43,6 +45,13 @@ DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
         "relabel_above": 1.0,
         "relabel_from": 0,
     },
+}
+# a value of an option a selector keeps, removed since, with the value read in its place (the run is named by the
+# retired one)
+DROPPED_VALUES: dict[str, dict[str, tuple[Any, Any]]] = {
+    # the pool's class mix, then the validation set's from a share balance_from of the run (deferred
+    # re-balancing): lost to class-balanced random under the 10x imbalance
+    "adaptive-random": {"class_budget": ("deferred", "size")},
 }
 # options a selector gained after runs were recorded without them, with the value such a run ran
 ADDED_OPTIONS: dict[str, dict[str, Any]] = {
@@ -76,6 +85,9 @@ def drop_retired_options(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     dropped = DROPPED_OPTIONS.get(name, {})
     kept = {k: v for k, v in selection.items() if k not in dropped}
     retired = {k: v for k, v in selection.items() if k in dropped and v != dropped[k]}
+    for key, (value, read_as) in DROPPED_VALUES.get(name, {}).items():
+        if kept.get(key) == value:
+            kept[key], retired[key] = read_as, value
     return {**raw, "selection": kept}, retired
 
 

@@ -48,6 +48,11 @@ def test_rows_name_what_a_run_ran_old_folders_and_new_alike():
     assert claim_table.method(greedy) == claim_table.GLISTER
     assert claim_table.method({"selection": {"selector": "adaptive-random", "select_every": 1}}) == \
         "adaptive random, R = 1"
+    deferred = {"selection": {"selector": "adaptive-random", "select_every": 1, "class_budget": "deferred",
+                              "balance_from": 0.8}, "train": {"early_learning": 1.0}}
+    row = claim_table.method(deferred)
+    assert row == f"{claim_table.DEFERRED}, R = 1, from 80% of the epochs (retired) + early_learning: 1"
+    assert claim_table.changed_from(row, earlier=False) == claim_table.BALANCED_EARLY[1]
 
 
 def test_early_learning_rows_are_named_by_their_weight():

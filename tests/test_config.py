@@ -218,6 +218,22 @@ def test_a_run_with_an_option_since_removed_is_read_as_it_ran_and_resumed_only_i
         assert C.load_file(tmp_path / "config.yaml").selection.options["drop_share_scale"] == 1.0
 
 
+def test_a_class_mix_since_removed_is_named_and_read_with_a_mix_that_validates(tmp_path: Path):
+    from glister_train.retired import translate
+
+    ran = {"selection": {"selector": "adaptive-random", "fraction": 0.3, "class_budget": "deferred",
+                         "balance_from": 0.67}}
+    new, found = translate(ran)
+    assert found == {"class_budget": "deferred", "balance_from": 0.67}
+    assert new["selection"] == {"selector": "adaptive-random", "fraction": 0.3, "class_budget": "size"}
+    C.validate(C.merge(C.Config(), new))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(ran))
+    with pytest.raises(ConfigError, match=r"ran selection\.balance_from=0\.67, selection\.class_budget=deferred, a lever"):
+        C.load_file(tmp_path / "config.yaml")
+    kept = {"selection": {"selector": "adaptive-random", "fraction": 0.3, "class_budget": "val_share"}}
+    assert translate(kept) == (kept, {})
+
+
 def test_retired_settings_translate_to_what_the_run_ran():
     from glister_train.retired import translate
 

@@ -172,19 +172,3 @@ def test_the_loader_hands_the_selector_what_it_watches_and_checkpoints_it():
     assert restored.selector.seen == [([0, 6], [0, 1])] and torch.equal(restored.selector.validation, torch.ones(3, 4))
     plain = make(Spy(), n=10)
     assert not plain.observes_training and not plain.wants_validation(0)
-
-
-def test_the_loader_tells_the_selector_the_epoch_before_each_selection_and_redraw():
-    class EpochSpy(WatchingSpy):
-        def __init__(self) -> None:
-            super().__init__()
-            self.epochs_told: list[tuple[int, int]] = []
-
-        def set_epoch(self, epoch, epochs):
-            self.epochs_told.append((epoch, epochs))
-
-    spy = EpochSpy()
-    loader = make(spy, n=10, epochs=6, every=3, kappa=1 / 3)  # epochs 0-1 on the full set: nothing drawn
-    for epoch in range(6):
-        loader.reselect_if_due(epoch, model=None)
-    assert spy.epochs_told == [(2, 6), (3, 6), (4, 6), (5, 6)]

@@ -394,3 +394,15 @@ def test_full_data_on_a_budget_matched_schedule_is_a_baseline_in_the_same_condit
     assert row["budget_full_label"] == "full epochs=2"
     assert row["vs_full_budget"] == pytest.approx(0.655 - 0.625)  # final against final
     assert row["vs_full"] == pytest.approx(0.655 - 0.9)  # the long run, at equal epochs, as before
+
+
+def test_a_retired_class_mix_is_read_as_what_the_run_ran_not_as_the_mix_that_stands_in(tmp_path: Path):
+    import yaml
+
+    from glister_train.report import run_config
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"selection": {
+        "selector": "adaptive-random", "fraction": 0.3, "class_budget": "deferred", "balance_from": 0.67}}))
+    cfg = run_config(tmp_path / "config.yaml")
+    assert "selection.class_budget" not in cfg
+    assert cfg["selection.class_budget (retired)"] == "deferred" and cfg["selection.balance_from (retired)"] == 0.67

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from glister_train.data import ImageData
-from glister_train.errors import ConfigError
 from glister_train.models import TinyNet
 from glister_train.selection import SELECTORS, Environment, make_selector
 
@@ -92,21 +91,3 @@ def test_class_balanced_random_draws_in_the_validation_sets_mix():
     assert mixes["val_share"] == [17, 17, 16, 10]  # balanced, class 3 giving all it has
     assert mixes["size"] == [33, 15, 9, 3]  # the pool's proportions, exactly
     assert sum(mixes["none"]) == 60  # a plain uniform draw: proportions only on average
-
-
-def test_deferred_balancing_draws_the_pools_mix_then_the_validation_sets():
-    skewed = torch.tensor([0] * 110 + [1] * 50 + [2] * 30 + [3] * 10)
-    train, balanced_val = ImageData(data(200).x, skewed), data(40, seed=1)
-    selector = make_selector("adaptive-random", {"class_budget": "deferred", "balance_from": 0.5})
-    mixes = []
-    for epoch in (0, 4, 5, 9):
-        selector.set_epoch(epoch, 10)
-        chosen = selector.select(None, train, balanced_val, 60, generator=torch.Generator().manual_seed(3))
-        mixes.append(torch.bincount(skewed[chosen.indices], minlength=4).tolist())
-    assert mixes == [[33, 15, 9, 3]] * 2 + [[17, 17, 16, 10]] * 2
-
-
-@pytest.mark.parametrize("options", [{"class_budget": "later"}, {"class_budget": "deferred", "balance_from": 1.5}])
-def test_adaptive_random_rejects_a_bad_class_mix_naming_the_key(options):
-    with pytest.raises(ConfigError, match=f"selection.{list(options)[-1]}"):
-        make_selector("adaptive-random", options)

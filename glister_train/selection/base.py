@@ -78,8 +78,6 @@ class SubsetSelector(Protocol):
 #   the examples just trained on, their labels and their logits;
 # - ``observe_validation(features)``: the validation set's penultimate features, computed by the evaluation with
 #   the weights the next selection will see, handed over so that it need not run the validation set again;
-# - ``set_epoch(epoch, epochs)``: called before each selection or redraw with the epoch about to train (from 0) and
-#   the run's length, for a selector whose draws follow the run's progress;
 # - ``state_dict()`` / ``load_state_dict(state)``: what it keeps between epochs, saved with each checkpoint.
 
 
