@@ -228,15 +228,17 @@ def headline(cells: dict) -> str:
 
 
 def changed_from(row: str, earlier: bool) -> str:
-    """The row an ablation row is measured against: a baseline with early learning against itself without it, the
-    levers tried on the earlier default against it, a retired class mix of adaptive random against class-balanced
-    random at the same R with the same loss, every other row (GLISTER's too) against the default."""
+    """The row an ablation row is measured against: a baseline with early learning against itself without it, and
+    the default with it against the default without it (the loss's gain); a retired class mix of adaptive random
+    against class-balanced random at the same R with the same loss; the levers tried on the earlier default against
+    it; every other row (GLISTER's too) against the default with the same loss."""
     cross_entropy = without_loss(row)
+    loss = row[len(cross_entropy):]
     if row.startswith(DEFERRED):
-        return f"{BALANCED}, R = {cross_entropy.split(', R = ')[1].split(',')[0]}{row[len(cross_entropy):]}"
-    if not row.startswith(DEFAULT) and cross_entropy != row:
+        return f"{BALANCED}, R = {cross_entropy.split(', R = ')[1].split(',')[0]}{loss}"
+    if loss and (cross_entropy == DEFAULT or cross_entropy.startswith((FULL_BUDGET, FULL, RANDOM, BALANCED))):
         return cross_entropy
-    return EARLIER_DEFAULT if earlier else DEFAULT
+    return (EARLIER_DEFAULT if earlier else DEFAULT) + loss
 
 
 def without_loss(row: str) -> str:

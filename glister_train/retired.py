@@ -44,6 +44,9 @@ DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
         # correction), from a given epoch: lost under instance noise
         "relabel_above": 1.0,
         "relabel_from": 0,
+        # within a class in proportion to how much the label's probability varied over the example's visits
+        # (Active Bias): lost under instance noise
+        "draw_by": "uniform",
     },
 }
 # a value of an option a selector keeps, removed since, with the value read in its place (the run is named by the

@@ -87,3 +87,7 @@ def test_ablation_rows_are_measured_against_the_row_they_changed():
     assert claim_table.changed_from(claim_table.FULL_BUDGET_EARLY[3], earlier=False) == claim_table.FULL_BUDGET
     assert claim_table.changed_from(f"{claim_table.EARLIER_DEFAULT} + rank_by: margin (retired)", earlier=True) == \
         claim_table.EARLIER_DEFAULT
+    # a lever tried with the shipped loss, on the default or as a selector of its own: against the shipped default
+    assert claim_table.changed_from(f"{claim_table.DEFAULT} + draw_by: variance (retired) + early_learning: 1",
+                                    earlier=False) == claim_table.SHIPPED
+    assert claim_table.changed_from("reducible-loss + early_learning: 1", earlier=False) == claim_table.SHIPPED

@@ -200,6 +200,8 @@ def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp
                                               {"relabel_above": 0.5, "relabel_from": 22}),
                                              ({"agreement_mix": "val_share"}, {"agreement_mix": "val_share"}),
                                              ({"drop_share_per": "class"}, {"drop_share_per": "class"}),
+                                             ({"draw_by": "variance"}, {"draw_by": "variance"}),
+                                             ({"draw_by": "uniform"}, {}),
                                              ({"min_drop_share": 0.0}, {})])
 def test_a_run_with_an_option_since_removed_is_read_as_it_ran_and_resumed_only_if_it_was_off(tmp_path: Path, dropped,
                                                                                              retired):

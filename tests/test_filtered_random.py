@@ -123,8 +123,7 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"ignore_below": 1.0}, "ignore_below"),
-                                              ({"draw_by": "loss"}, "draw_by")])
+                                              ({"ignore_below": 1.0}, "ignore_below")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 
@@ -142,31 +141,3 @@ def test_what_the_pass_shows_it_stays_on_the_device_that_computed_it():
     cpu = selector(train_size=10)
     cpu.observe(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.randn(2, 4))
     assert {v.device.type for v in cpu.state_dict()["records"].values()} == {"cpu"}
-
-
-def test_drawing_by_variance_favours_the_examples_whose_label_probability_varied():
-    """Active Bias: half of a clean pool had its label's probability swing between visits, half held it steady;
-    the swinging half is drawn more often, in proportion to std + the pool's mean std, within the class quotas."""
-    _, train, val, _, _ = noisy_problem(noise=0.0)
-    n = len(train)
-    varied = torch.arange(n) % 2 == 0
-    sel = selector(train_size=n, draw_by="variance")
-    for visit in range(4):
-        swing = 4.0 if visit % 2 else -4.0
-        logits = torch.zeros(n, 4)
-        logits[torch.arange(n), train.y] = torch.where(varied, torch.tensor(swing), torch.tensor(1.0))
-        sel.observe(torch.arange(n), train.y, logits)
-    cache = {"zv": F.one_hot(val.y, 4).float(), "yv": val.y, "agree": torch.tensor(1.0)}  # clean: nothing set aside
-    counts = torch.zeros(n)
-    for seed in range(20):
-        chosen = sel.redraw(cache, train, 150, generator=torch.Generator().manual_seed(seed))
-        counts[chosen.indices] += 1
-        assert torch.equal(torch.bincount(train.y[chosen.indices], minlength=4),
-                           budget_quotas(train.y, 150, 4, torch.bincount(val.y, minlength=4).double()))
-    assert counts[varied].mean() > 2.0 * counts[~varied].mean()
-    uniform = selector(train_size=n)
-    uniform.observe(torch.arange(n), train.y, logits)
-    plain = torch.zeros(n)
-    for seed in range(20):
-        plain[uniform.redraw(cache, train, 150, generator=torch.Generator().manual_seed(seed)).indices] += 1
-    assert abs(plain[varied].mean() - plain[~varied].mean()) < 0.25 * plain.mean()

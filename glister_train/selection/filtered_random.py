@@ -31,7 +31,6 @@ from .quotas import class_quotas
 from .sampling import draw, exclude_lowest
 
 CLASS_MIXES = ("val_share", "size")
-DRAWS = ("uniform", "variance")
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,8 @@ class FilteredRandomOptions:
     # (memorized training labels, a pool skewed against the trusted set), and the least confident are then mostly
     # hard correct examples
     ignore_below: float = 0.2
-    # within a class: uniform | variance (in proportion to how much the training pass's probability of the label has
-    # varied over the example's visits, plus the pool's mean variation: Active Bias, Chang et al. 2017)
-    draw_by: str = "uniform"
 
     def __post_init__(self) -> None:
-        require(self.draw_by in DRAWS, "draw_by", self.draw_by, f"one of {', '.join(DRAWS)}")
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
         require(self.agreement_sample >= 1, "agreement_sample", self.agreement_sample, "an integer >= 1, e.g. 1000")
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
@@ -91,14 +86,9 @@ class FilteredRandomSelector:
         if not self.records:
             self.records = {"logits": torch.zeros(n, logits.shape[1], device=device),
                             "seen": torch.zeros(n, dtype=torch.bool, device=device)}
-            if self.options.draw_by == "variance":  # visits, and the sums of p and p^2 of the label over them
-                self.records["label_p"] = torch.zeros(n, 3, dtype=torch.float64, device=device)
         indices = indices.to(device, non_blocking=True)
         self.records["logits"][indices] = logits
         self.records["seen"][indices] = True
-        if "label_p" in self.records:
-            p = torch.softmax(logits, 1).gather(1, labels.to(device)[:, None]).squeeze(1).double()
-            self.records["label_p"][indices] += torch.stack([torch.ones_like(p), p, p * p], 1)
 
     def observe_validation(self, features: torch.Tensor) -> None:
         self.val_features = features
@@ -149,27 +139,12 @@ class FilteredRandomSelector:
         quotas = class_quotas(y, budget, num_classes, self.options.class_budget, cache["yv"])
         seen, rank, share = self.ranking(cache, y)
         excluded = exclude_lowest(rank, y, quotas, share) if seen.any() else torch.zeros(n, dtype=torch.bool)
-        keys = self.variance_keys(n) if self.options.draw_by == "variance" else torch.zeros(n)
-        keys.masked_fill_(excluded, -math.inf)
-        keys[~seen] = 0.0 if self.options.draw_by == "uniform" else keys[seen].max() if seen.any() else 0.0
-        # an example with no record yet is never set aside, and (drawing by variance) drawn as the most varied
+        keys = torch.zeros(n).masked_fill_(excluded, -math.inf)
+        keys[~seen] = 0.0  # an example with no record yet is drawn at its class's rate, never set aside
         order = draw(keys, y, quotas, generator)
         return Selection.uniform(torch.sort(order).values, cache, select_drop_share=share,
                                  select_seen_share=float(seen.float().mean()),
                                  select_kept_share=float(torch.isfinite(keys).float().mean()))
-
-    def variance_keys(self, n: int) -> torch.Tensor:
-        """``log(std + mean std)`` of each example's probability of its label over its visits (std 0 before a second
-        visit): Gumbel-top-k on these keys draws in proportion to ``std + mean std``."""
-        if "label_p" not in self.records:
-            return torch.zeros(n)
-        visits, total, squares = self.records["label_p"].cpu().unbind(1)
-        mean = total / visits.clamp_min(1)
-        var = (squares / visits.clamp_min(1) - mean.square()).clamp_min(0) * visits / (visits - 1).clamp_min(1)
-        std = var.sqrt()
-        varied = visits >= 2
-        smooth = float(std[varied].mean()) if varied.any() else 1.0
-        return torch.log(std + smooth).float()
 
     def share(self, cache: dict[str, torch.Tensor]) -> float:
         """The share to set aside, from the model's agreement with the training labels and its validation accuracy."""
