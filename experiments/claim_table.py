@@ -76,8 +76,9 @@ SHOWN_AS = {DEFAULT: "filtered-random, cross-entropy",
 LOSS_OPTIONS = {k.split(".")[-1]: getattr(TrainConfig, k.split(".")[-1]) for k in LOSS_KEYS}
 # the options a method is named by when they hold their defaults (anything else is an ablation row)
 DEFAULTS = {name: dataclasses.asdict(SELECTORS[name].Options()) for name in ("filtered-random", "glister", "reducible-loss")}
-# GLISTER's committed runs ran with the validation set's class mix, but for one seed with the pool's (the sweep did
-# not pin the quotas); both are GLISTER as published otherwise, so they share its row, with a note
+# GLISTER's committed runs ran with the validation set's class mix, but under instance noise and for one seed of
+# symmetric noise with the pool's (those sweeps did not pin the quotas); both are GLISTER as published otherwise, so
+# they share its row, with a note
 IGNORED_IN_NAME = {"glister": ("class_budget",)}
 # the default before it read an estimate below 20% as 0: the ablation compares the runs that changed it with it
 EARLIER_DEFAULT = f"{DEFAULT} + ignore_below: 0.0"
@@ -221,7 +222,7 @@ def headline(cells: dict) -> str:
                                            if chosen[m][c]) for m in chosen if any(chosen[m].values()))
     note = (f"Final test accuracy (%), mean ± std over 3 seeds unless (n) says otherwise; the subset runs train on 30% "
             f"of the data. The random baselines' R, chosen on validation accuracy: {picks}. GLISTER ran with the "
-            "validation set's class mix, except seed 0 under symmetric noise (the pool's). The default trains with early "
+            "validation set's class mix, except under instance noise and seed 0 under symmetric noise (the pool's). The default trains with early "
             "learning at weight 1 (train.early_learning=1, configs/base.yaml); the rows without early learning trained "
             "on cross-entropy (train.early_learning=0), those with early learning W with train.early_learning=W.")
     return "\n".join([*lines, "", *textwrap.wrap(note, 110)])
