@@ -222,9 +222,10 @@ def headline(cells: dict) -> str:
                                            if chosen[m][c]) for m in chosen if any(chosen[m].values()))
     note = (f"Final test accuracy (%), mean ± std over 3 seeds unless (n) says otherwise; the subset runs train on 30% "
             f"of the data. The random baselines' R, chosen on validation accuracy: {picks}. GLISTER ran with the "
-            "validation set's class mix, except under instance noise and seed 0 under symmetric noise (the pool's). The default trains with early "
-            "learning at weight 1 (train.early_learning=1, configs/base.yaml); the rows without early learning trained "
-            "on cross-entropy (train.early_learning=0), those with early learning W with train.early_learning=W.")
+            "validation set's class mix, except under instance noise and seed 0 under symmetric noise (the pool's). "
+            "The default trains with early learning at weight 1 (train.early_learning=1, configs/base.yaml); the rows "
+            "without early learning trained on cross-entropy (train.early_learning=0), those with early learning W with "
+            "train.early_learning=W.")
     return "\n".join([*lines, "", *textwrap.wrap(note, 110)])
 
 
