@@ -237,7 +237,7 @@ def changed_from(row: str, earlier: bool) -> str:
     cross_entropy = without_loss(row)
     loss = row[len(cross_entropy):]
     if row.startswith(DEFERRED):
-        return f"{BALANCED}, R = {cross_entropy.split(', R = ')[1].split(',')[0]}{loss}"
+        return cross_entropy.replace(DEFERRED, BALANCED, 1).split(", from ")[0] + loss
     if loss and (cross_entropy == DEFAULT or cross_entropy.startswith((FULL_BUDGET, FULL, RANDOM, BALANCED))):
         return cross_entropy
     return (EARLIER_DEFAULT if earlier else DEFAULT) + loss
