@@ -6,12 +6,17 @@ before the selectors owned their options is read in the current form (``glister_
 name its ablation row. Adaptive random's row takes, per condition, the schedule (R = 1 or R = 3) with the higher mean
 final validation accuracy: chosen on validation, reported on test.
 
+``--report REPORT.json`` (what ``python -m glister_train report`` wrote for the same runs) adds the standing: the
+shipped default in each condition against the baselines ``report`` paired it with, at equal epochs and at equal
+compute, each a win or a loss only beyond the seeds' spread.
+
 ``--gather SWEEP...`` first copies the small files of every completed run of those sweep folders into the first root
 as ``ROOT/<sweep>/<run>/`` (how results are committed). ``--readme FILE...`` rewrites the tables in place between the
-markers ``<!-- claim-table -->`` / ``<!-- ablation-table -->`` and their closing ``<!-- /... -->``.
+markers ``<!-- claim-table -->`` / ``<!-- ablation-table -->`` / ``<!-- standing-table -->`` and their closing
+``<!-- /... -->``.
 
     python experiments/claim_table.py experiments/results/long/run_files --json experiments/results/long/claim_table.json \\
-        --readme README.md glister_train/selection/README.md
+        --report experiments/results/long/report.json --readme README.md glister_train/selection/README.md
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from glister_train.config import TrainConfig  # noqa: E402
+from glister_train.config import TrainConfig, flatten, load_preset, validate  # noqa: E402
 from glister_train.report import LOSS_KEYS  # noqa: E402
 from glister_train.retired import logged_drop_shares, translate  # noqa: E402
 from glister_train.selection import SELECTORS  # noqa: E402
@@ -271,6 +276,73 @@ def ablation(cells: dict) -> str:
     return "\n".join(lines)
 
 
+# the shipped default's selection options, schedule and loss on the claim's proxy, by the short names ``report``
+# labels runs with
+SHIPPED_VALUES = {k.split(".")[-1]: str(v) for k, v in flatten(validate(load_preset("cpu-long"))).items()
+                  if k.startswith("selection.") or k in LOSS_KEYS}
+
+
+def is_shipped(label: str, loss_named: bool) -> bool:
+    """Whether a ``report`` label is the shipped default: the default selector with no option set apart from what it
+    ships with, and with its loss named where the report names losses (it does when some runs train on another)."""
+    selector, *parts = label.split()
+    if selector != DEFAULT or not all("=" in part for part in parts):  # a retired lever: "rank_by (retired)=margin"
+        return False
+    options = dict(part.split("=", 1) for part in parts)
+    if loss_named and "early_learning" not in options:
+        return False
+    return all(SHIPPED_VALUES.get(k) == v for k, v in options.items())
+
+
+def report_column(named: str, fraction: float) -> str | None:
+    """The headline column of a condition as ``report`` names it (``imbalance=10.0 label_noise=0.0 ...``) at
+    ``fraction``."""
+    data: dict[str, Any] = {}
+    for part in named.split():
+        key, _, value = part.partition("=")
+        data[key] = value if key in ("noise_kind", "train_labels", "val_labels") else float(value)
+    data.setdefault("label_noise", 0.0)
+    cfg = {"data": data, "selection": {"selector": "filtered-random", "fraction": fraction}}
+    column = condition(cfg)
+    return column if column in COLUMNS else None
+
+
+def baseline_name(label: str) -> str:
+    """A ``report`` baseline label in the headline's words: ``adaptive-random class_budget=val_share select_every=1
+    early_learning=1.0`` is ``class-balanced random, R = 1 + early learning 1``."""
+    parts = label.split()
+    options = dict(part.split("=", 1) for part in parts[1:])
+    loss = f" + early learning {float(options['early_learning']):g}" if float(options.get("early_learning", 0)) else ""
+    if parts[0] == "full":
+        return f"full data, {options['epochs']} epochs{loss}" if "epochs" in options else f"{FULL}{loss}"
+    mix = BALANCED if options.get("class_budget") == "val_share" else RANDOM
+    return f"{mix}, R = {options['select_every']}{loss}"
+
+
+def standing(report: dict[str, Any]) -> str:
+    """The shipped default in each condition against what ``report`` paired it with: random draws at their best
+    schedule and class mix at equal epochs, full data on the budget-matched schedule, and the best of all of them
+    (chosen on validation accuracy, any loss) at equal compute."""
+    def versus(diff: float | None, verdict: str, name: str | None) -> str:
+        return "-" if diff is None else f"{100 * diff:+.2f} {verdict} ({baseline_name(name)})"
+
+    rows = {}
+    loss_named = any("early_learning=" in r["label"] for r in report["rows"])
+    for r in report["rows"]:
+        column = report_column(r["condition"], r["fraction"])
+        if not is_shipped(r["label"], loss_named) or column is None:
+            continue
+        wrong = "-" if r["pool_noisy_share"] is None else f"{100 * r['noisy_share']:.1f} / {100 * r['pool_noisy_share']:.1f}"
+        rows[column] = (f"| {column} | {100 * r['final_test_acc']:.2f} ± {100 * r['final_test_acc_std']:.2f} | "
+                        f"{versus(r['vs_adaptive_random'], r['verdict_equal_epochs'], r['random_label'])} | "
+                        f"{versus(r['vs_full_budget'], r['verdict_full_budget'], r['budget_full_label'])} | "
+                        f"{versus(r['vs_best_baseline'], r['verdict_best_baseline'], r['best_baseline_label'])} | "
+                        f"{wrong} |")
+    lines = ["| condition | default | vs random draws, equal epochs | vs full data, budget-matched | "
+             "vs the best baseline, equal compute | wrong labels chosen / in the pool, over the run (%) |", "|---|---|---|---|---|---|"]
+    return "\n".join([*lines, *(rows[c] for c in COLUMNS if c in rows)])
+
+
 def replace_between(markdown: str, marker: str, new: str) -> str:
     """``markdown`` with what lies between ``<!-- marker -->`` and ``<!-- /marker -->`` replaced by ``new``."""
     start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
@@ -285,12 +357,15 @@ def main() -> None:
     p.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
     p.add_argument("--gather", type=Path, nargs="+", metavar="SWEEP", help="first copy completed runs' small files")
     p.add_argument("--json", type=Path)
+    p.add_argument("--report", type=Path, help="report.json of the same runs: adds the default's standing")
     p.add_argument("--readme", type=Path, nargs="+", metavar="FILE", help="rewrite the tables in these markdown files")
     args = p.parse_args()
     if args.gather:
         print(f"copied {gather(args.gather, args.roots[0])} completed runs")
     cells = collect(args.roots)
     tables = {"claim-table": headline(cells), "ablation-table": ablation(cells)}
+    if args.report:
+        tables["standing-table"] = standing(json.loads(args.report.read_text()))
     for text in tables.values():
         print(text, end="\n\n")
     if args.json:

@@ -91,3 +91,48 @@ def test_ablation_rows_are_measured_against_the_row_they_changed():
     assert claim_table.changed_from(f"{claim_table.DEFAULT} + draw_by: variance (retired) + early_learning: 1",
                                     earlier=False) == claim_table.SHIPPED
     assert claim_table.changed_from("reducible-loss + early_learning: 1", earlier=False) == claim_table.SHIPPED
+
+
+def test_the_standing_finds_the_shipped_default_by_the_label_report_gives_it():
+    from glister_train.config import flatten, load_preset, validate
+    from glister_train.report import _record, label_runs
+
+    shipped = flatten(validate(load_preset("cpu-long")))
+    variants = {"shipped": shipped, "cross-entropy": {**shipped, "train.early_learning": 0.0},
+                "weight 3": {**shipped, "train.early_learning": 3.0},
+                "a lever": {**shipped, "selection.ignore_below": 0.0}}
+    for with_random in (False, True):  # random's R = 1 beside it makes report name every run's schedule
+        runs = [_record(name, "filtered-random", 0.3, 0, {}, [], 1.0, cfg) for name, cfg in variants.items()]
+        if with_random:
+            runs.append(_record("random", "adaptive-random", 0.3, 0, {}, [], 1.0,
+                                {**shipped, "selection.selector": "adaptive-random", "selection.select_every": 1}))
+        label_runs(runs)
+        loss_named = any("early_learning=" in r.label for r in runs)
+        assert [r.path for r in runs if claim_table.is_shipped(r.label, loss_named)] == ["shipped"], \
+            [r.label for r in runs]
+
+
+def test_the_standing_has_one_line_per_condition_naming_each_baseline_and_verdict():
+    def row(condition, label, **values):
+        base = {"condition": condition, "fraction": 0.3, "label": label, "final_test_acc": 0.7478,
+                "final_test_acc_std": 0.003, "vs_adaptive_random": -0.0037, "verdict_equal_epochs": "tie",
+                "random_label": "adaptive-random class_budget=val_share select_every=1 early_learning=3.0",
+                "vs_full_budget": 0.0016, "verdict_full_budget": "tie", "budget_full_label": "full epochs=14",
+                "vs_best_baseline": -0.004, "verdict_best_baseline": "tie",
+                "best_baseline_label": "adaptive-random select_every=3", "noisy_share": 0.393, "pool_noisy_share": 0.4}
+        return {**base, **values}
+
+    instance = "imbalance=1.0 label_noise=0.4 noise_kind=instance val_noise=0.08"
+    skew = "imbalance=10.0 label_noise=0.0 noise_kind=symmetric val_noise=0.0"
+    shipped = "filtered-random select_every=3 early_learning=1.0"
+    report = {"rows": [row(skew, shipped, vs_best_baseline=0.0237, verdict_best_baseline="win",
+                           noisy_share=None, pool_noisy_share=None),
+                       row(instance, shipped),
+                       row(instance, "filtered-random select_every=3"),  # cross-entropy: not the default
+                       row(instance, shipped, fraction=0.1)]}  # no headline column at 10%
+    lines = claim_table.standing(report).splitlines()
+    assert len(lines) == 4  # header, rule, the two conditions in the headline's order
+    assert lines[2] == ("| instance 40% | 74.78 ± 0.30 | -0.37 tie (class-balanced random, R = 1 + early learning 3) | "
+                        "+0.16 tie (full data, 14 epochs) | -0.40 tie (adaptive random, R = 3) | 39.3 / 40.0 |")
+    assert lines[3].startswith("| 10x skew | ") and "+2.37 win (adaptive random, R = 3)" in lines[3]
+    assert lines[3].endswith("| - |")
