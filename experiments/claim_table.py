@@ -339,7 +339,8 @@ def standing(report: dict[str, Any]) -> str:
                         f"{versus(r['vs_best_baseline'], r['verdict_best_baseline'], r['best_baseline_label'])} | "
                         f"{wrong} |")
     lines = ["| condition | default | vs random draws, equal epochs | vs full data, budget-matched | "
-             "vs the best baseline, equal compute | wrong labels chosen / in the pool, over the run (%) |", "|---|---|---|---|---|---|"]
+             "vs the best baseline, equal compute | wrong labels chosen / in the pool, over the run (%) |",
+             "|---|---|---|---|---|---|"]
     return "\n".join([*lines, *(rows[c] for c in COLUMNS if c in rows)])
 
 
