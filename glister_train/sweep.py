@@ -252,12 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     while queue or running:
         while queue and len(running) < args.jobs:
             point, run_dir = queue.pop(0)
+            if status(run_dir) == "completed":  # another sweep into the same folder finished it since
+                print(f"{run_dir.name:28} skipped: completed", flush=True)
+                continue
             # a run killed before its first checkpoint is left as it is: the run itself starts it over (it takes
             # the folder's lock first, so a folder another process is writing is refused, never cleared)
             run_dir.mkdir(parents=True, exist_ok=True)
-            log = open(run_dir / "stdout.log", "a")
-            proc = subprocess.Popen(command(point, spec, run_dir, threads, extra), stdout=log,
-                                    stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            with open(run_dir / "stdout.log", "a") as log:  # the run writes to its own copy of the handle
+                proc = subprocess.Popen(command(point, spec, run_dir, threads, extra), stdout=log,
+                                        stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
             running.append((proc, run_dir.name, run_dir, time.perf_counter()))
         time.sleep(1)
         for item in list(running):

@@ -56,6 +56,34 @@ def test_sweep_runs_skips_and_resumes(npz_dir: Path, tmp_path: Path, capsys):
     assert all(p["status"] == "completed" for p in json.loads((out / "sweep.json").read_text()))
 
 
+def test_a_point_another_sweep_finished_while_this_one_waited_is_skipped_not_rerun(tmp_path: Path, monkeypatch,
+                                                                                   capsys):
+    """Two sweeps into one folder (one per core): a point the other finished after this one listed its work is
+    skipped when its turn comes, not resumed over the finished run."""
+    sweep = sweep_module()
+    grid = tmp_path / "g.yaml"
+    grid.write_text("preset: smoke\npoints:\n  - {selector: full, seed: 0}\n  - {selector: full, seed: 1}\n")
+    out = tmp_path / "sw"
+    launched = []
+
+    class OtherSweepFinishesTheNext:  # stands in for a run's process
+        def __init__(self, cmd, **_):
+            run_dir = Path(cmd[cmd.index("--out") + 1])
+            launched.append(run_dir.name)
+            for folder in (run_dir, out / "full-s1"):  # this run, and the other sweep's meanwhile
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "summary.json").write_text(json.dumps({"status": "completed", "final_test_acc": 0.5}))
+            self.returncode = 0
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", OtherSweepFinishesTheNext)
+    assert sweep.main([str(grid), "--out", str(out), "--jobs", "1", "--threads", "1"]) == 0
+    assert launched == ["full-s0"]
+    assert "full-s1                      skipped: completed" in capsys.readouterr().out
+
+
 def test_a_point_without_a_folder_name_is_refused_and_nothing_is_removed(npz_dir: Path, tmp_path: Path):
     from glister_train.errors import UsageError
 
