@@ -5,7 +5,9 @@
 Each point is its own process (``python -m glister_train ...``), ``--jobs`` at a time with the cores split
 between them (so threads are never oversubscribed). A point whose run folder says ``completed`` is
 skipped, one with a checkpoint is resumed: a killed sweep continues where it stopped when run again.
-One summary line per finished run; ``sweep.json`` in the output folder lists every point and its status.
+Two sweeps may share an output folder (say, one per core): each leaves alone a point the other has finished
+or is running when its turn comes. One summary line per finished run; ``sweep.json`` in the output folder
+lists every point and its status.
 
 The grid file (YAML):
 
@@ -56,6 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import runlock
 from .choices import SELECTOR_NAMES
 from .errors import UsageError
 from .io import TMP_SUFFIX
@@ -248,12 +251,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     running: list[tuple[subprocess.Popen, str, Path, float]] = []
-    failed = 0
+    failed = elsewhere = 0
     while queue or running:
         while queue and len(running) < args.jobs:
             point, run_dir = queue.pop(0)
-            if status(run_dir) == "completed":  # another sweep into the same folder finished it since
+            # another sweep into the same folder may have finished this point since, or be running it now
+            if status(run_dir) == "completed":
                 print(f"{run_dir.name:28} skipped: completed", flush=True)
+                continue
+            if (owner := runlock.holder(run_dir)) is not None:
+                print(f"{run_dir.name:28} skipped: running in process {owner['pid']} on {owner['host']}", flush=True)
+                elsewhere += 1
                 continue
             # a run killed before its first checkpoint is left as it is: the run itself starts it over (it takes
             # the folder's lock first, so a folder another process is writing is refused, never cleared)
@@ -273,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                for pt in todo]
     (args.out / "sweep.json").write_text(json.dumps(listing, indent=2) + "\n")
     print(f"done: {sum(x['status'] == 'completed' for x in listing)} of {len(listing)} completed; {failed} failed"
-          + (f"; {refused} not run (folders holding other files)" if refused else ""))
+          + (f"; {refused} not run (folders holding other files)" if refused else "")
+          + (f"; {elsewhere} running in another process" if elsewhere else ""))
     return 1 if failed or refused else 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -56,10 +58,11 @@ def test_sweep_runs_skips_and_resumes(npz_dir: Path, tmp_path: Path, capsys):
     assert all(p["status"] == "completed" for p in json.loads((out / "sweep.json").read_text()))
 
 
-def test_a_point_another_sweep_finished_while_this_one_waited_is_skipped_not_rerun(tmp_path: Path, monkeypatch,
-                                                                                   capsys):
+def test_a_point_another_sweep_finished_or_is_running_is_left_to_it(tmp_path: Path, monkeypatch, capsys):
     """Two sweeps into one folder (one per core): a point the other finished after this one listed its work is
-    skipped when its turn comes, not resumed over the finished run."""
+    skipped when its turn comes, not resumed over the finished run, and one it is running is not counted failed."""
+    from glister_train import runlock
+
     sweep = sweep_module()
     grid = tmp_path / "g.yaml"
     grid.write_text("preset: smoke\npoints:\n  - {selector: full, seed: 0}\n  - {selector: full, seed: 1}\n")
@@ -82,6 +85,18 @@ def test_a_point_another_sweep_finished_while_this_one_waited_is_skipped_not_rer
     assert sweep.main([str(grid), "--out", str(out), "--jobs", "1", "--threads", "1"]) == 0
     assert launched == ["full-s0"]
     assert "full-s1                      skipped: completed" in capsys.readouterr().out
+
+    # a point the other sweep is running now (its folder's lock held by a live process) is left to it
+    shutil.rmtree(out)
+    launched.clear()
+    (out / "full-s0").mkdir(parents=True)
+    (out / "full-s0" / ".lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname(),
+                                                       "boot_id": runlock._boot_id()}))
+    assert sweep.main([str(grid), "--out", str(out), "--jobs", "1", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert launched == ["full-s1"]
+    assert "full-s0                      skipped: running in process 1" in printed
+    assert "1 running in another process" in printed
 
 
 def test_a_point_without_a_folder_name_is_refused_and_nothing_is_removed(npz_dir: Path, tmp_path: Path):
