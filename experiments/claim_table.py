@@ -6,9 +6,9 @@ before the selectors owned their options is read in the current form (``glister_
 name its ablation row. Adaptive random's row takes, per condition, the schedule (R = 1 or R = 3) with the higher mean
 final validation accuracy: chosen on validation, reported on test.
 
-``--report REPORT.json`` (what ``python -m glister_train report`` wrote for the same runs) adds the standing: the
-shipped default in each condition against the baselines ``report`` paired it with, at equal epochs and at equal
-compute, each a win or a loss only beyond the seeds' spread.
+``--report REPORT.json`` (what ``python -m glister_train report`` wrote for the same runs, so run it after a
+``--gather``) adds the standing: the shipped default in each condition against the baselines ``report`` paired it
+with, at equal epochs and at equal compute, each a win or a loss only beyond the seeds' spread.
 
 ``--gather SWEEP...`` first copies the small files of every completed run of those sweep folders into the first root
 as ``ROOT/<sweep>/<run>/`` (how results are committed). ``--readme FILE...`` rewrites the tables in place between the
@@ -16,7 +16,7 @@ markers ``<!-- claim-table -->`` / ``<!-- ablation-table -->`` / ``<!-- standing
 ``<!-- /... -->``.
 
     python experiments/claim_table.py experiments/results/long/run_files --json experiments/results/long/claim_table.json \\
-        --report experiments/results/long/report.json --readme README.md glister_train/selection/README.md
+        --report experiments/results/long/report.json --readme README.md glister_train/selection/filtered_random.md
 """
 
 from __future__ import annotations
