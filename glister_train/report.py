@@ -398,18 +398,30 @@ def loss_of(run: RunRecord) -> tuple:
     return tuple(run.config.get(k) for k in LOSS_KEYS) if float(run.config.get("train.early_learning") or 0) else ()
 
 
-def budget_full(groups, condition: str, members: list[RunRecord]) -> list[RunRecord] | None:
-    """The full-data runs on a shortened schedule (``full epochs=N``) whose whole run cost nearest the subset run's,
-    trained with the subset run's loss where there are such runs."""
+def _whole_cost(group: list[RunRecord]) -> float:
+    return statistics.fmean(r.epoch_time * len(r.metrics) for r in group)
+
+
+def budget_full_by_loss(groups, condition: str, members: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
+    """For each loss they trained with, the full-data runs on a shortened schedule (``full epochs=N``) whose whole
+    run cost nearest the subset run's."""
     budget = [g for (c, label, _), g in groups.items() if c == condition and label.startswith("full epochs=")]
-    if not budget or members[0].selector == "full":
+    if members[0].selector == "full":
+        return {}
+    nearest: dict[tuple, list[RunRecord]] = {}
+    for group in sorted(budget, key=lambda g: abs(_whole_cost(g) - _whole_cost(members))):
+        nearest.setdefault(loss_of(group[0]), group)
+    return nearest
+
+
+def budget_full(groups, condition: str, members: list[RunRecord]) -> list[RunRecord] | None:
+    """The full-data runs on the budget-matched schedule trained with the subset run's loss, or where there are none
+    the ones of any loss whose cost is nearest."""
+    nearest = budget_full_by_loss(groups, condition, members)
+    if not nearest:
         return None
-    budget = [g for g in budget if loss_of(g[0]) == loss_of(members[0])] or budget
-
-    def cost(group: list[RunRecord]) -> float:
-        return statistics.fmean(r.epoch_time * len(r.metrics) for r in group)
-
-    return min(budget, key=lambda g: abs(cost(g) - cost(members)))
+    return nearest.get(loss_of(members[0])) or min(
+        nearest.values(), key=lambda g: abs(_whole_cost(g) - _whole_cost(members)))
 
 
 def random_groups(groups, condition: str, fraction: float) -> list[list[RunRecord]]:
@@ -432,14 +444,12 @@ def _shared_seeds(members: list[RunRecord], other: list[RunRecord]) -> tuple[lis
 def against_best_baseline(groups, condition: str, fraction: float, members: list[RunRecord]) -> dict[str, Any]:
     """Against what a user would run instead for the same compute: the best, by validation accuracy, of adaptive
     random at each schedule and class mix (compared at equal time) and full data on the budget-matched schedule
-    (compared at the end of both schedules)."""
+    (compared at the end of both schedules), each with any loss it was run with."""
     none = {"best_baseline_label": None, "best_baseline_acc": None, "vs_best_baseline": None,
             "verdict_best_baseline": "-"}
     if members[0].selector in ("full", "adaptive-random"):
         return none
-    candidates = random_groups(groups, condition, fraction)
-    full = budget_full(groups, condition, members)
-    candidates += [full] if full else []
+    candidates = random_groups(groups, condition, fraction) + list(budget_full_by_loss(groups, condition, members).values())
     if not candidates:
         return none
     best = max(candidates, key=_val_acc)

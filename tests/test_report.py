@@ -235,6 +235,11 @@ def test_full_data_on_the_budget_is_paired_with_runs_of_its_own_loss():
     rows = {r["label"]: r for r in table(runs)}
     assert rows["filtered-random"]["vs_full_budget"] == pytest.approx(0.62 - 0.61)
     assert rows["filtered-random early_learning=3.0"]["vs_full_budget"] == pytest.approx(0.66 - 0.64)
+    # the best baseline is chosen among every loss, by validation accuracy: the cross-entropy run meets the other's
+    full_elr = next(label for label in rows if label.startswith("full ") and "early_learning=3.0" in label)
+    assert rows["filtered-random"]["best_baseline_label"] == full_elr
+    assert rows["filtered-random early_learning=3.0"]["best_baseline_label"] == full_elr
+    assert rows["filtered-random"]["vs_best_baseline"] == pytest.approx(0.62 - 0.64)
 
 
 def test_a_selectors_option_does_not_split_another_selectors_seeds():
