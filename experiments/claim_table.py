@@ -308,15 +308,15 @@ def report_column(named: str, fraction: float) -> str | None:
 
 
 def baseline_name(label: str) -> str:
-    """A ``report`` baseline label in the headline's words: ``adaptive-random class_budget=val_share select_every=1
-    early_learning=1.0`` is ``class-balanced random, R = 1 + early learning 1``."""
+    """A ``report`` baseline label in short words for the standing's narrow cells: ``adaptive-random
+    class_budget=val_share select_every=1 early_learning=1.0`` is ``balanced R1 EL1`` (EL: early learning)."""
     parts = label.split()
     options = dict(part.split("=", 1) for part in parts[1:])
-    loss = f" + early learning {float(options['early_learning']):g}" if float(options.get("early_learning", 0)) else ""
+    loss = f" EL{float(options['early_learning']):g}" if float(options.get("early_learning", 0)) else ""
     if parts[0] == "full":
-        return f"full data, {options['epochs']} epochs{loss}" if "epochs" in options else f"{FULL}{loss}"
-    mix = BALANCED if options.get("class_budget") == "val_share" else RANDOM
-    return f"{mix}, R = {options['select_every']}{loss}"
+        return f"full {options.get('epochs', 'all')} ep{loss}"
+    mix = "balanced" if options.get("class_budget") == "val_share" else "random"
+    return f"{mix} R{options['select_every']}{loss}"
 
 
 def standing(report: dict[str, Any]) -> str:
@@ -333,13 +333,13 @@ def standing(report: dict[str, Any]) -> str:
         if not is_shipped(r["label"], loss_named) or column is None:
             continue
         wrong = "-" if r["pool_noisy_share"] is None else f"{100 * r['noisy_share']:.1f} / {100 * r['pool_noisy_share']:.1f}"
-        rows[column] = (f"| {column} | {100 * r['final_test_acc']:.2f} ± {100 * r['final_test_acc_std']:.2f} | "
+        rows[column] = (f"| {column} | {100 * r['final_test_acc']:.2f}±{100 * r['final_test_acc_std']:.2f} | "
                         f"{versus(r['vs_adaptive_random'], r['verdict_equal_epochs'], r['random_label'])} | "
                         f"{versus(r['vs_full_budget'], r['verdict_full_budget'], r['budget_full_label'])} | "
                         f"{versus(r['vs_best_baseline'], r['verdict_best_baseline'], r['best_baseline_label'])} | "
                         f"{wrong} |")
-    lines = ["| condition | default | vs random draws, equal epochs | vs full data, budget-matched | "
-             "vs the best baseline, equal compute | wrong labels chosen / in the pool, over the run (%) |",
+    lines = ["| condition | default | vs random, equal epochs | vs full data, same budget | vs best, equal compute | "
+             "wrong / pool (%) |",
              "|---|---|---|---|---|---|"]
     return "\n".join([*lines, *(rows[c] for c in COLUMNS if c in rows)])
 
