@@ -332,7 +332,7 @@ def standing(report: dict[str, Any]) -> str:
         column = report_column(r["condition"], r["fraction"])
         if not is_shipped(r["label"], loss_named) or column is None:
             continue
-        wrong = "-" if r["pool_noisy_share"] is None else f"{100 * r['noisy_share']:.1f} / {100 * r['pool_noisy_share']:.1f}"
+        wrong = "-" if r["pool_noisy_share"] is None else f"{100 * r['noisy_share']:.1f}/{100 * r['pool_noisy_share']:.1f}"
         rows[column] = (f"| {column} | {100 * r['final_test_acc']:.2f}±{100 * r['final_test_acc_std']:.2f} | "
                         f"{versus(r['vs_adaptive_random'], r['verdict_equal_epochs'], r['random_label'])} | "
                         f"{versus(r['vs_full_budget'], r['verdict_full_budget'], r['budget_full_label'])} | "

@@ -133,6 +133,6 @@ def test_the_standing_has_one_line_per_condition_naming_each_baseline_and_verdic
     lines = claim_table.standing(report).splitlines()
     assert len(lines) == 4  # header, rule, the two conditions in the headline's order
     assert lines[2] == ("| instance 40% | 74.78±0.30 | -0.37 tie (balanced R1 EL3) | +0.16 tie (full 14 ep) | "
-                        "-0.40 tie (random R3) | 39.3 / 40.0 |")
+                        "-0.40 tie (random R3) | 39.3/40.0 |")
     assert lines[3].startswith("| 10x skew | ") and "+2.37 win (random R3)" in lines[3]
     assert lines[3].endswith("| - |")
