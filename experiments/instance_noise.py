@@ -24,10 +24,14 @@ from glister_train.data import load_splits  # noqa: E402
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def describe(given: torch.Tensor, true: torch.Tensor, confidence: torch.Tensor, names: list[str]) -> dict:
-    """The wrong share, per class, the top flips, and the wrong share in the reference model's least and most
-    confident tenth (by its probability of the true label)."""
+def describe(given: torch.Tensor, true: torch.Tensor, reference: torch.Tensor, names: list[str]) -> dict:
+    """The wrong share, per class, the top flips, the wrong share in the reference model's least and most
+    confident tenth (by its probability of the true label, ``reference`` holding its probabilities, one row per
+    image), how many wrong labels are the reference model's own first choice, and how often it is right on the
+    images whose labels were left right."""
     wrong = given != true
+    confidence = reference[torch.arange(len(true)), true]
+    first_choice = reference.argmax(1)
     order = torch.argsort(confidence)
     tenth = len(order) // 10
     flips: dict[str, int] = {}
@@ -38,12 +42,9 @@ def describe(given: torch.Tensor, true: torch.Tensor, confidence: torch.Tensor, 
                                       for c in range(len(names))},
             "top_flips": dict(sorted(flips.items(), key=lambda kv: -kv[1])[:8]),
             "wrong_share_least_confident_tenth": round(float(wrong[order[:tenth]].float().mean()), 4),
-            "wrong_share_most_confident_tenth": round(float(wrong[order[-tenth:]].float().mean()), 4)}
-
-
-def own(probabilities: torch.Tensor, true: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
-    """The probability the reference model gave each image's true label."""
-    return probabilities[origin][torch.arange(len(true)), true]
+            "wrong_share_most_confident_tenth": round(float(wrong[order[-tenth:]].float().mean()), 4),
+            "wrong_labels_the_reference_picks": round(float((first_choice[wrong] == given[wrong]).float().mean()), 4),
+            "reference_acc_on_right_labels": round(float((first_choice[~wrong] == true[~wrong]).float().mean()), 4)}
 
 
 def main() -> None:
@@ -68,8 +69,8 @@ def main() -> None:
 
     report = {"made_by": " ".join(sys.argv), "reference_folder": reference.name,
               "reference_val_acc": recipe["reference_val_acc"], "recipe": recipe,
-              "train": describe(splits.train.y, clean.train.y, own(probabilities, clean.train.y, splits.origin), names),
-              "trusted": describe(splits.val.y, clean.val.y, own(probabilities, clean.val.y, splits.val_origin), names)}
+              "train": describe(splits.train.y, clean.train.y, probabilities[splits.origin], names),
+              "trusted": describe(splits.val.y, clean.val.y, probabilities[splits.val_origin], names)}
     text = json.dumps(report, indent=2) + "\n"
     if args.json:
         args.json.write_text(text)
