@@ -136,3 +136,16 @@ def test_the_standing_has_one_line_per_condition_naming_each_baseline_and_verdic
                         "-0.40 tie (random R3) | 39.3/40.0 |")
     assert lines[3].startswith("| 10x skew | ") and "+2.37 win (random R3)" in lines[3]
     assert lines[3].endswith("| - |")
+
+
+def test_a_labels_file_names_its_condition_wherever_the_data_folder_lies():
+    def column(train_labels):
+        data = {"label_noise": 0.0, "noise_kind": "symmetric", "train_labels": train_labels}
+        return claim_table.condition({"data": data, "selection": {"selector": "filtered-random", "fraction": 0.3}})
+
+    assert column("") == "clean 30%"
+    assert column("data/cifar-10n/worse.npy") == column("/mnt/cifar-10n/worse.npy") == "human labels"
+    assert column("data/human_like/labels.npz") == "people-like (files)"
+    assert column("data/cifar-10n/random1.npy") is None and column("data/my-cifar-10n/worse.npy") is None
+    named = "train_labels=data/cifar-10n/worse.npy val_labels=data/cifar-10n/aggre.npy"  # as report names it
+    assert claim_table.report_column(named, 0.3) == "human labels"
