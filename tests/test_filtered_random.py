@@ -101,19 +101,6 @@ def test_an_estimate_below_ignore_below_sets_nothing_aside():
     assert shares[0.6] == (0.0, 1.0)
 
 
-def test_hold_largest_keeps_the_largest_share_estimated_so_far_across_a_checkpoint():
-    yv = torch.arange(10) % 4
-    def cache(agree):  # a validation accuracy of 1, so the estimate is 1 - agree
-        return {"agree": torch.tensor(agree), "zv": F.one_hot(yv, 4).float(), "yv": yv}
-
-    latest, held = selector(), selector(hold_largest=True)
-    assert [round(latest.share(cache(a)), 6) for a in (0.7, 0.85, 0.75)] == [0.3, 0.0, 0.25]  # 0.15: under the gate
-    assert [round(held.share(cache(a)), 6) for a in (0.7, 0.85)] == [0.3, 0.3]
-    restored = selector(hold_largest=True)
-    restored.load_state_dict(held.state_dict())
-    assert round(restored.share(cache(0.75)), 6) == 0.3 and round(restored.share(cache(0.5)), 6) == 0.5
-
-
 def test_the_estimate_is_one_minus_agreement_over_validation_accuracy():
     assert wrong_label_share(0.6, 1.0, 1.0) == pytest.approx(0.4)
     assert wrong_label_share(0.6, 1.0, 1.5) == pytest.approx(0.6)
@@ -136,8 +123,7 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"ignore_below": 1.0}, "ignore_below"),
-                                              ({"hold_largest": "yes"}, "hold_largest")])
+                                              ({"ignore_below": 1.0}, "ignore_below")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 

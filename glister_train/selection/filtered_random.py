@@ -44,9 +44,6 @@ class FilteredRandomOptions:
     # (memorized training labels, a pool skewed against the trusted set), and the least confident are then mostly
     # hard correct examples
     ignore_below: float = 0.2
-    # set aside the largest share estimated so far, not the latest: the estimate falls as the model learns the wrong
-    # labels it trains on, and an estimate near ignore_below flips the set-aside on and off
-    hold_largest: bool = False
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
@@ -54,7 +51,6 @@ class FilteredRandomOptions:
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
         require(0 <= self.ignore_below < 1, "ignore_below", self.ignore_below, "a share in [0, 1), e.g. 0.2 (0: act on any)")
-        require(isinstance(self.hold_largest, bool), "hold_largest", self.hold_largest, "true or false")
 
 
 def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
@@ -80,7 +76,6 @@ class FilteredRandomSelector:
         self.records: dict[str, torch.Tensor] = {}
         self.val_features: torch.Tensor | None = None  # handed over by the evaluation for the next selection
         self.train_size = train_size
-        self.largest_share = 0.0  # the largest share estimated so far (hold_largest)
 
     # ------------------------------------------------------------ what the loop shows it
 
@@ -99,13 +94,11 @@ class FilteredRandomSelector:
         self.val_features = features
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": {k: v.cpu() for k, v in self.records.items()}, "val_features": self.val_features,
-                "largest_share": self.largest_share}
+        return {"records": {k: v.cpu() for k, v in self.records.items()}, "val_features": self.val_features}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = {k: v.to(self.env.device) for k, v in state["records"].items()}
         self.val_features = state["val_features"]
-        self.largest_share = state.get("largest_share", 0.0)  # checkpoints from before hold_largest
 
     # ------------------------------------------------------------ selections
 
@@ -156,10 +149,7 @@ class FilteredRandomSelector:
     def share(self, cache: dict[str, torch.Tensor]) -> float:
         """The share to set aside, from the model's agreement with the training labels and its validation accuracy."""
         share = wrong_label_share(float(cache["agree"]), accuracy(cache["zv"], cache["yv"]), self.options.drop_share_scale)
-        share = share if share >= self.options.ignore_below else 0.0
-        if self.options.hold_largest:
-            self.largest_share = share = max(share, self.largest_share)
-        return share
+        return share if share >= self.options.ignore_below else 0.0
 
     def ranking(self, cache: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(which examples have a rank, the rank of each, lowest set aside first, the share to set aside)."""
