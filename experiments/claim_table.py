@@ -77,10 +77,10 @@ HEADLINE = (FULL, FULL_BUDGET, RANDOM, BALANCED, GLISTER, DEFAULT,
             *(row for w in EARLY_WEIGHTS for row in (FULL_BUDGET_EARLY[w], BALANCED_EARLY[w], EARLY[w])))
 SHOWN_AS = {DEFAULT: "filtered-random, cross-entropy",
             # the shipped row's weight is in the note under the table
-            **{row: "filtered-random + early learning (default)" if row == SHIPPED else f"filtered-random + early learning {w}"
+            **{row: "filtered-random + EL 1 (default)" if row == SHIPPED else f"filtered-random + EL {w}"
                for w, row in EARLY.items()},
-            **{row: f"class-balanced random + early learning {w}" for w, row in BALANCED_EARLY.items()},
-            **{row: f"{FULL_BUDGET} + early learning {w}" for w, row in FULL_BUDGET_EARLY.items()}}
+            **{row: f"class-balanced random + EL {w}" for w, row in BALANCED_EARLY.items()},
+            **{row: f"{FULL_BUDGET} + EL {w}" for w, row in FULL_BUDGET_EARLY.items()}}
 # training options that change the loss (report's), with their defaults: a run that sets one is its own row
 LOSS_OPTIONS = {k.split(".")[-1]: getattr(TrainConfig, k.split(".")[-1]) for k in LOSS_KEYS}
 # the options a method is named by when they hold their defaults (anything else is an ablation row)
@@ -242,8 +242,8 @@ def headline(cells: dict) -> str:
             f"of the data. The random baselines' R, chosen on validation accuracy: {picks}. GLISTER ran with the "
             "validation set's class mix, except under instance noise and seed 0 under symmetric noise (the pool's). "
             "The default trains with early learning at weight 1 (train.early_learning=1, configs/base.yaml); the rows "
-            "without early learning trained on cross-entropy (train.early_learning=0), those with early learning W with "
-            "train.early_learning=W.")
+            "without early learning trained on cross-entropy (train.early_learning=0), those with EL W (early learning at "
+            "weight W) with train.early_learning=W.")
     return "\n".join([*lines, "", *textwrap.wrap(note, 110)])
 
 

@@ -65,7 +65,7 @@ def test_early_learning_rows_are_named_by_their_weight():
         assert claim_table.method({**balanced, "train": train}) == claim_table.BALANCED_EARLY[weight]
         assert claim_table.method({**budget_full, "train": {**train, "budget_fraction": 0.3}}) == \
             claim_table.FULL_BUDGET_EARLY[weight]
-        assert claim_table.SHOWN_AS[claim_table.EARLY[weight]].startswith("filtered-random + early learning")
+        assert claim_table.SHOWN_AS[claim_table.EARLY[weight]].startswith("filtered-random + EL ")
     # cross-entropy, written with the key or without it, is the default selector's own row
     assert claim_table.method({**default, "train": {"early_learning": 0.0}}) == claim_table.DEFAULT
     assert claim_table.method(default) == claim_table.DEFAULT
