@@ -60,7 +60,8 @@ DROPPED_VALUES: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 # options a selector gained after runs were recorded without them, with the value such a run ran
 ADDED_OPTIONS: dict[str, dict[str, Any]] = {
-    "filtered-random": {"ignore_below": 0.0},  # it acted on every estimate
+    "filtered-random": {"ignore_below": 0.0,  # it acted on every estimate
+                        "without_replacement": False},
 }
 GLISTER_KEYS = ("greedy", "block_size", "epsilon", "eta", "last_layer", "lookahead", "per_class", "backend")
 
