@@ -49,6 +49,9 @@ DROPPED_OPTIONS: dict[str, dict[str, Any]] = {
         "draw_by": "uniform",
         # setting aside the largest share estimated so far rather than the latest: lost on CIFAR-10N's human labels
         "hold_largest": False,
+        # each draw taking the least drawn examples first (without replacement across epochs): lost on CIFAR-10N's
+        # human labels
+        "without_replacement": False,
     },
 }
 # a value of an option a selector keeps, removed since, with the value read in its place (the run is named by the
@@ -60,8 +63,7 @@ DROPPED_VALUES: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 # options a selector gained after runs were recorded without them, with the value such a run ran
 ADDED_OPTIONS: dict[str, dict[str, Any]] = {
-    "filtered-random": {"ignore_below": 0.0,  # it acted on every estimate
-                        "without_replacement": False},
+    "filtered-random": {"ignore_below": 0.0},  # it acted on every estimate
 }
 GLISTER_KEYS = ("greedy", "block_size", "epsilon", "eta", "last_layer", "lookahead", "per_class", "backend")
 

@@ -72,7 +72,7 @@ def test_resume_continues_a_run(npz_dir: Path, tmp_path: Path):
     (["--set", "train.weight_decay=inf"], "train.weight_decay: inf is invalid"),
     (["--selector", "glister", "--set", "selection.sampling=top"], "selection.sampling: 'top' is invalid; it must be one of"),
     (["--set", "selection.eta=0.1"], "selection.eta: not an option of the filtered-random selector (its options: "
-                                     "class_budget, agreement_sample, drop_share_scale, ignore_below, without_replacement)"),
+                                     "class_budget, agreement_sample, drop_share_scale, ignore_below)"),
 ])
 @pytest.mark.slow
 def test_bad_input_exits_non_zero_with_a_message(npz_dir: Path, tmp_path: Path, args, message):

@@ -121,7 +121,7 @@ def test_unknown_preset_lists_the_available_ones():
     (["--set", "selection.drop_share_scale=inf"], r"selection.drop_share_scale: inf is invalid"),
     (["--set", "selection.agreement_sample=2.5"], r"selection.agreement_sample: expected an integer, got 2.5"),
     (["--set", "selection.eta=0.1"], r"selection.eta: not an option of the filtered-random selector \(its options: "
-                                     r"class_budget, agreement_sample, drop_share_scale, ignore_below, without_replacement\)"),
+                                     r"class_budget, agreement_sample, drop_share_scale, ignore_below\)"),
     (["--set", "selection.hard_ratio=2"], r"selection.hard_ratio: not an option of the filtered-random selector"),
     (["--selector", "random", "--set", "selection.ignore_below=0.2"],
      r"selection.ignore_below: not an option of the random selector \(its options: class_budget\)"),
@@ -165,8 +165,7 @@ def test_the_selectors_options_are_written_beside_the_schedule_and_read_back():
     assert C.validate(C.merge(C.Config(), C.to_dict(cfg))) == cfg
     default = resolve().selection
     assert default.selector == "filtered-random" and default.options == {
-        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "ignore_below": 0.2,
-        "without_replacement": False}
+        "class_budget": "val_share", "agreement_sample": 1000, "drop_share_scale": 1.0, "ignore_below": 0.2}
 
 
 @pytest.mark.parametrize("shares, read_as", [(None, 0.0), ([], 0.0), ([0.0, 0.31, 0.0, 0.25], 0.2),
@@ -205,6 +204,7 @@ def test_a_run_folder_from_before_the_split_is_refused_for_reuse_in_one_line(tmp
                                              ({"draw_by": "uniform"}, {}),
                                              ({"hold_largest": True}, {"hold_largest": True}),
                                              ({"hold_largest": False}, {}),
+                                             ({"without_replacement": True}, {"without_replacement": True}),
                                              ({"min_drop_share": 0.0}, {})])
 def test_a_run_with_an_option_since_removed_is_read_as_it_ran_and_resumed_only_if_it_was_off(tmp_path: Path, dropped,
                                                                                              retired):
@@ -214,7 +214,7 @@ def test_a_run_with_an_option_since_removed_is_read_as_it_ran_and_resumed_only_i
     new, found = translate(ran)
     assert found == retired
     assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "drop_share_scale": 1.0,
-                                "ignore_below": 0.0, "without_replacement": False}
+                                "ignore_below": 0.0}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(ran))
     if retired:
         with pytest.raises(ConfigError, match=r"ran (selection\.\w+=\S+, )+a lever since removed .* cannot be resumed"):
@@ -248,8 +248,7 @@ def test_retired_settings_translate_to_what_the_run_ran():
     new, retired = translate({"selection": base})
     assert new["selection"] == {"selector": "filtered-random", "fraction": 0.3, "select_every": 3,
                                 "class_budget": "val_share", "drop_share_scale": 1.0,
-                                "agreement_sample": 1000, "ignore_below": 0.0,
-                                "without_replacement": False} and retired == {}
+                                "agreement_sample": 1000, "ignore_below": 0.0} and retired == {}
     _, retired = translate({"selection": {**base, "drop_by": "margin"}})
     assert retired == {"rank_by": "margin"}  # the area under the margin, since removed
     _, retired = translate({"selection": {**base, "coverage": True, "agreement_sample": 0}})

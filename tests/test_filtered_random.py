@@ -101,27 +101,6 @@ def test_an_estimate_below_ignore_below_sets_nothing_aside():
     assert shares[0.6] == (0.0, 1.0)
 
 
-def test_without_replacement_draws_every_example_once_before_any_twice():
-    y = torch.arange(40) % 4  # 10 of each class, and a validation set in the same mix: 3 of each an epoch
-    train, yv = ImageData(torch.zeros(40, 3, 2, 2, dtype=torch.uint8), y), torch.arange(8) % 4
-    cache = {"zv": F.one_hot(yv, 4).float(), "yv": yv}
-    sel, g = selector(train_size=40, without_replacement=True), torch.Generator().manual_seed(0)
-    counts = torch.zeros(40, dtype=torch.long)
-    for epoch in range(7):
-        counts[sel.redraw(cache, train, 12, generator=g).indices] += 1
-        if epoch == 2:  # 9 of each class drawn once, none twice
-            assert counts.max() == 1 and int(counts.sum()) == 36
-            restored = selector(train_size=40, without_replacement=True)
-            restored.load_state_dict(sel.state_dict())
-            sel = restored
-    assert counts.min() == 2 and counts.max() == 3  # 84 draws over 40 examples: each 2 or 3 times
-    plain = selector(train_size=40)
-    again = torch.zeros(40, dtype=torch.long)
-    for _ in range(7):
-        again[plain.redraw(cache, train, 12, generator=g).indices] += 1
-    assert again.max() - again.min() > 1  # with replacement across draws, as the default draws
-
-
 def test_the_estimate_is_one_minus_agreement_over_validation_accuracy():
     assert wrong_label_share(0.6, 1.0, 1.0) == pytest.approx(0.4)
     assert wrong_label_share(0.6, 1.0, 1.5) == pytest.approx(0.6)
@@ -144,8 +123,7 @@ def test_what_it_watched_survives_a_checkpoint():
 @pytest.mark.parametrize("options, message", [({"class_budget": "val_loss"}, "class_budget"),
                                               ({"agreement_sample": 0}, "agreement_sample"),
                                               ({"drop_share_scale": float("inf")}, "drop_share_scale"),
-                                              ({"ignore_below": 1.0}, "ignore_below"),
-                                              ({"without_replacement": "yes"}, "without_replacement")])
+                                              ({"ignore_below": 1.0}, "ignore_below")])
 def test_bad_options_name_the_key(options, message):
     from glister_train.errors import ConfigError
 

@@ -31,8 +31,6 @@ from .quotas import class_quotas
 from .sampling import draw, exclude_lowest
 
 CLASS_MIXES = ("val_share", "size")
-# without_replacement's key per earlier draw: far beyond the Gumbel noise of a draw (above 50 once in 1e21 draws)
-DRAW_WEIGHT = 1000.0
 
 
 @dataclass(frozen=True)
@@ -46,10 +44,6 @@ class FilteredRandomOptions:
     # (memorized training labels, a pool skewed against the trusted set), and the least confident are then mostly
     # hard correct examples
     ignore_below: float = 0.2
-    # each draw takes, per class, the examples drawn least often so far (a uniform pick among equals): every example
-    # not set aside is drawn once before any is drawn twice, as full data on a shorter schedule sees each once an
-    # epoch (random subsets without replacement, RS2: Okanovic et al., ICLR 2024)
-    without_replacement: bool = False
 
     def __post_init__(self) -> None:
         require(self.class_budget in CLASS_MIXES, "class_budget", self.class_budget, f"one of {', '.join(CLASS_MIXES)}")
@@ -57,8 +51,6 @@ class FilteredRandomOptions:
         require(0 < self.drop_share_scale < math.inf, "drop_share_scale", self.drop_share_scale,
                 "a positive finite number (1: the estimate as it is)")
         require(0 <= self.ignore_below < 1, "ignore_below", self.ignore_below, "a share in [0, 1), e.g. 0.2 (0: act on any)")
-        require(isinstance(self.without_replacement, bool), "without_replacement", self.without_replacement,
-                "true or false")
 
 
 def wrong_label_share(agree: float, val_acc: float, scale: float) -> float:
@@ -84,7 +76,6 @@ class FilteredRandomSelector:
         self.records: dict[str, torch.Tensor] = {}
         self.val_features: torch.Tensor | None = None  # handed over by the evaluation for the next selection
         self.train_size = train_size
-        self.draws = torch.zeros(train_size, dtype=torch.long)  # how often each example was drawn (without_replacement)
 
     # ------------------------------------------------------------ what the loop shows it
 
@@ -103,14 +94,11 @@ class FilteredRandomSelector:
         self.val_features = features
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": {k: v.cpu() for k, v in self.records.items()}, "val_features": self.val_features,
-                "draws": self.draws}
+        return {"records": {k: v.cpu() for k, v in self.records.items()}, "val_features": self.val_features}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = {k: v.to(self.env.device) for k, v in state["records"].items()}
         self.val_features = state["val_features"]
-        if "draws" in state:  # checkpoints from before without_replacement
-            self.draws = state["draws"]
 
     # ------------------------------------------------------------ selections
 
@@ -153,11 +141,7 @@ class FilteredRandomSelector:
         excluded = exclude_lowest(rank, y, quotas, share) if seen.any() else torch.zeros(n, dtype=torch.bool)
         keys = torch.zeros(n).masked_fill_(excluded, -math.inf)
         keys[~seen] = 0.0  # an example with no record yet is drawn at its class's rate, never set aside
-        if self.options.without_replacement:  # one draw more outweighs any Gumbel noise draw() adds
-            keys -= DRAW_WEIGHT * self.draws
         order = draw(keys, y, quotas, generator)
-        if self.options.without_replacement:
-            self.draws[order] += 1
         return Selection.uniform(torch.sort(order).values, cache, select_drop_share=share,
                                  select_seen_share=float(seen.float().mean()),
                                  select_kept_share=float(torch.isfinite(keys).float().mean()))
