@@ -77,7 +77,7 @@ HEADLINE = (FULL, FULL_BUDGET, RANDOM, BALANCED, GLISTER, DEFAULT,
             *(row for w in EARLY_WEIGHTS for row in (FULL_BUDGET_EARLY[w], BALANCED_EARLY[w], EARLY[w])))
 SHOWN_AS = {DEFAULT: "filtered-random, cross-entropy",
             # the shipped row's weight is in the note under the table
-            **{row: "filtered-random + EL 1 (default)" if row == SHIPPED else f"filtered-random + EL {w}"
+            **{row: "filtered-random (default)" if row == SHIPPED else f"filtered-random + EL {w}"
                for w, row in EARLY.items()},
             **{row: f"class-balanced random + EL {w}" for w, row in BALANCED_EARLY.items()},
             **{row: f"{FULL_BUDGET} + EL {w}" for w, row in FULL_BUDGET_EARLY.items()}}
@@ -345,7 +345,8 @@ def standing(report: dict[str, Any]) -> str:
         column = report_column(r["condition"], r["fraction"])
         if not is_shipped(r["label"], loss_named) or column is None:
             continue
-        wrong = "-" if r["pool_noisy_share"] is None else f"{100 * r['noisy_share']:.1f}/{100 * r['pool_noisy_share']:.1f}"
+        pool = r["pool_noisy_share"]
+        wrong = "-" if pool is None else f"{100 * r['noisy_share']:.1f}/{round(100 * pool, 1):g}"
         rows[column] = (f"| {column} | {100 * r['final_test_acc']:.2f}±{100 * r['final_test_acc_std']:.2f} | "
                         f"{versus(r['vs_adaptive_random'], r['verdict_equal_epochs'], r['random_label'])} | "
                         f"{versus(r['vs_full_budget'], r['verdict_full_budget'], r['budget_full_label'])} | "
